@@ -1,0 +1,243 @@
+"""The ``bench`` command line (Typer + Rich).
+
+Exit codes: 0 success; 2 a user error (bad configuration, manifest, checkpoint or data),
+reported as one line on stderr; 130 interrupted (Ctrl-C); 1 an internal error (a bug: the
+traceback is shown so it can be reported).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    name="bench",
+    help="saliency-bench: score saliency maps of a classifier against expert annotations.",
+    no_args_is_help=False,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+demo_app = typer.Typer(help="The embedded demo (pmct-phantom): train its checkpoints.")
+app.add_typer(demo_app, name="demo")
+
+out = Console()
+err = Console(stderr=True)
+
+EXIT_USER = 2
+EXIT_INTERRUPT = 130
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn user mistakes into one line on stderr and exit status 2."""
+    from benchmark.errors import BenchError
+
+    try:
+        yield
+    except (BenchError, FileNotFoundError) as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        err.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_USER) from None
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/]; finished stages are kept in the run directory")
+        raise typer.Exit(EXIT_INTERRUPT) from None
+
+
+def _fmt_ci(est: float, lo: float, hi: float) -> str:
+    if est != est:  # NaN
+        return "n/a"
+    return f"{est:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def headline_table(run: Any, split: str = "test") -> Table:
+    """Per model: AUROC with CI, and the headline metric with CI for each method."""
+    cfg = run.config
+    metric, ref = cfg.get("headline_metric"), cfg.get("headline_reference")
+    summary, cls = run.summary, run.classification
+    table = Table(title=f"{split}: image-level AUROC and {metric} vs {ref} (95% CI)")
+    table.add_column("model")
+    table.add_column("AUROC")
+    methods = list(dict.fromkeys(summary["method"]))
+    for m in methods:
+        table.add_column(m)
+    for model in dict.fromkeys(summary["model"]):
+        auc = cls[(cls.model == model) & (cls.split == split) & (cls.level == "image")
+                  & (cls.metric == "auroc")]
+        row = [str(model), _fmt_ci(*auc[["estimate", "ci_low", "ci_high"]].iloc[0])
+               if len(auc) else "n/a"]
+        for m in methods:
+            cell = summary[(summary.model == model) & (summary.split == split)
+                           & (summary.method == m) & (summary.metric == metric)
+                           & (summary.reference == ref)]
+            row.append(_fmt_ci(*cell[["estimate", "ci_low", "ci_high"]].iloc[0])
+                       if len(cell) else "n/a")
+        table.add_row(*row)
+    return table
+
+
+Opt = typer.Option
+
+
+@app.command()
+def run(
+    config: Annotated[Path | None, Opt("--config", "-c", help="YAML file of run settings.")] = None,
+    manifest: Annotated[str | None, Opt(help="Data manifest [default: ./data_manifest.yaml].")] = None,
+    dataset: Annotated[str | None, Opt(help="Dataset name [default: the manifest's first].")] = None,
+    model: Annotated[list[str] | None, Opt("--model", "-m", help="Model name (repeat) [default: all].")] = None,
+    method: Annotated[list[str] | None, Opt("--method", help="Saliency method (repeat) [default: all]; see `bench methods`.")] = None,
+    metric: Annotated[list[str] | None, Opt("--metric", help="Metric, e.g. iou@top15 (repeat); see `bench metrics`.")] = None,
+    reference: Annotated[list[str] | None, Opt("--reference", help="consensus, union, intersection, annotator:ID, graded (repeat).")] = None,
+    split: Annotated[list[str] | None, Opt("--split", help="Split to evaluate (repeat) [default: test, shifted].")] = None,
+    out_dir: Annotated[str | None, Opt("--out", "-o", help="Run directory [default: runs/<time>-<hash>].")] = None,
+    n_boot: Annotated[int | None, Opt(help="Bootstrap replicates B [default: 10000].")] = None,
+    level: Annotated[float | None, Opt(help="Confidence level [default: 0.95].")] = None,
+    ci_method: Annotated[str | None, Opt(help="bca or percentile [default: bca].")] = None,
+    weighting: Annotated[str | None, Opt(help="case (mean of case means) or image (pooled) [default: case].")] = None,
+    stratify: Annotated[bool, Opt(help="Stratify the case bootstrap by label.")] = False,
+    seed: Annotated[int | None, Opt(help="Seed of every random draw [default: 0].")] = None,
+    sign: Annotated[str | None, Opt(help="positive, abs or signed saliency [default: positive].")] = None,
+    explain: Annotated[str | None, Opt(help="positive (positive-label images) or all [default: positive].")] = None,
+    batch_size: Annotated[int | None, Opt(help="Images per explainer batch [default: 64].")] = None,
+    report: Annotated[bool, Opt(help="Render report.html at the end.")] = True,
+    engine: Annotated[str | None, Opt(help="Report engine: auto, quarto or pandoc.")] = None,
+) -> None:
+    """Run saliency methods on checkpoints, score the maps, bootstrap, and render the report."""
+    import benchmark.pipeline as pipeline
+
+    overrides: dict[str, Any] = dict(
+        manifest=manifest, dataset=dataset, models=model or None, methods=method or None,
+        metrics=metric or None, references=reference or None, splits=split or None,
+        out=out_dir, n_boot=n_boot, level=level, ci_method=ci_method, weighting=weighting,
+        seed=seed, sign=sign, explain=explain, batch_size=batch_size, engine=engine,
+    )
+    if stratify:
+        overrides["stratify"] = True
+    if not report:
+        overrides["report"] = False
+    with user_errors():
+        result = pipeline.run(config, **overrides)
+    for split_name in dict.fromkeys(result.summary["split"]):
+        out.print(headline_table(result, split_name))
+    if result.report_html.exists():
+        out.print(f"report: [bold]{result.report_html}[/]")
+    out.print(f"run directory: {result.path}")
+
+
+@app.command("report")
+def report_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory written by `bench run`.")],
+    engine: Annotated[str, Opt(help="auto, quarto or pandoc.")] = "auto",
+) -> None:
+    """Re-render report.qmd and report.html of a run, without touching any model."""
+    from benchmark.report import build_report
+    from benchmark.resolve import resolve_dataset
+    from benchmark.store import Run
+
+    if engine not in ("auto", "quarto", "pandoc"):
+        err.print(f"[bold red]error:[/] --engine must be auto, quarto or pandoc, not {engine!r}")
+        raise typer.Exit(EXIT_USER)
+    with user_errors():
+        r = Run.open(run_dir)
+        cfg = r.config
+        data = resolve_dataset(cfg.get("manifest"), cfg.get("dataset"), cfg.get("splits", []))
+        path = build_report(r, data.dataset, engine=engine)
+    out.print(f"report: [bold]{path}[/]")
+
+
+def _print_frame(frame: Any, title: str, as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(frame.to_dict(orient="records"), default=str, indent=2) + "\n")
+        return
+    table = Table(title=title)
+    for col in frame.columns:
+        table.add_column(str(col))
+    for rec in frame.itertuples(index=False):
+        table.add_row(*[str(v) for v in rec])
+    out.print(table)
+
+
+@app.command()
+def methods(
+    as_json: Annotated[bool, Opt("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """List the saliency methods (explainers) and null baselines."""
+    from benchmark.explainers import list_methods
+
+    _print_frame(list_methods(), "saliency methods", as_json)
+
+
+@app.command()
+def metrics(
+    as_json: Annotated[bool, Opt("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """List the metrics: direction, range, threshold, reference kind, definition."""
+    from benchmark.metrics import list_metrics
+
+    _print_frame(list_metrics(), "metrics (name@threshold: 0.5, top15, otsu)", as_json)
+
+
+@app.command()
+def validate(
+    manifest: Annotated[str | None, typer.Argument(help="Manifest [default: ./data_manifest.yaml].")] = None,
+    dataset: Annotated[str | None, Opt(help="Only this dataset.")] = None,
+) -> None:
+    """Check a manifest and its checkpoints without running a model; print a summary."""
+    from benchmark.manifest import load_manifest, verify_checkpoint
+
+    with user_errors():
+        m = load_manifest(manifest)
+        entries = [m.dataset(dataset)] if dataset else list(m.datasets)
+        table = Table(title=f"manifest {m.path or '(built-in)'}")
+        for col in ("dataset", "kind", "splits (cases)", "models (checksum)"):
+            table.add_column(col)
+        for d in entries:
+            splits = ", ".join(f"{k} ({s.n_cases})" for k, s in d.generator.splits.items())
+            models = []
+            for me in d.models:
+                verify_checkpoint(me, m.base)
+                models.append(f"{me.name} ({'ok' if me.sha256 else 'no sha256'})")
+            table.add_row(d.name, d.kind, splits, ", ".join(models))
+    out.print(table)
+
+
+@demo_app.command("train")
+def demo_train(
+    out_dir: Annotated[Path | None, Opt("--out", help="Where to write the checkpoints [default: the package's demo/checkpoints].")] = None,
+    epochs: Annotated[int, Opt(help="Training epochs per model.")] = 10,
+    seed: Annotated[int, Opt(help="Training seed.")] = 0,
+    manifest: Annotated[str | None, Opt(help="Manifest with the phantom entry.")] = None,
+) -> None:
+    """Train the three demo checkpoints (clean, partial, shortcut) deterministically."""
+    from benchmark.demo.train import train_all
+
+    with user_errors():
+        rows = train_all(out_dir=out_dir, epochs=epochs, seed=seed, manifest=manifest,
+                         log=lambda s: err.print(s))
+    table = Table(title="demo checkpoints")
+    for col in ("model", "train confounder", "sha256", "seconds"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["name"], f"{r['confounder']:.2f}", r["sha256"], f"{r['seconds']:.1f}")
+    out.print(table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point for ``python -m benchmark``; returns the exit status."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except typer.Exit as e:
+        return int(e.exit_code)
+    except SystemExit as e:
+        return int(e.code or 0)
+    return 0
+
+
+_: Callable[..., Any] = main

@@ -1,0 +1,105 @@
+"""The run configuration: one pydantic model shared by YAML, the CLI and the Python API.
+
+``RunConfig`` is validated once, at the edge; later stages trust it. The fully resolved
+configuration (defaults filled in, dataset/models/methods expanded) is written to the run
+directory as ``config.yaml``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from benchmark.errors import BenchError
+
+DEFAULT_METRICS = [
+    "irrelevant_fraction@top15",
+    "precision@top15",
+    "recall@top15",
+    "iou@top15",
+    "dice@top15",
+    "irrelevant_fraction@0.5",
+    "precision@0.5",
+    "recall@0.5",
+    "iou@0.5",
+    "dice@0.5",
+    "mass_accuracy",
+    "pointing_game",
+    "auroc",
+    "weighted_mass",
+]
+
+
+class ConfigError(BenchError):
+    """An invalid run configuration; the message is one line naming the field."""
+
+
+class RunConfig(BaseModel):
+    """Everything that determines a run's results.
+
+    Attributes default to the embedded demo: the first dataset of the manifest, all its
+    models, every registered explainer, the ``test`` and ``shifted`` splits.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    manifest: str | None = None
+    dataset: str | None = None
+    models: list[str] | None = None
+    methods: list[str] | None = None
+    metrics: list[str] = Field(default_factory=lambda: list(DEFAULT_METRICS))
+    references: list[str] = Field(default_factory=lambda: ["consensus", "graded"])
+    splits: list[str] = Field(default_factory=lambda: ["test", "shifted"])
+    explain: Literal["positive", "all"] = "positive"
+    sign: Literal["positive", "abs", "signed"] = "positive"
+    n_boot: Annotated[int, Field(ge=100, le=1_000_000)] = 10_000
+    level: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.95
+    ci_method: Literal["bca", "percentile"] = "bca"
+    weighting: Literal["case", "image"] = "case"
+    stratify: bool = False
+    seed: int = 0
+    batch_size: Annotated[int, Field(ge=1, le=4096)] = 64
+    threshold: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.5
+    headline_metric: str = "irrelevant_fraction@top15"
+    headline_reference: str = "consensus"
+    out: str | None = None
+    report: bool = True
+    engine: Literal["auto", "quarto", "pandoc"] = "auto"
+
+
+def _suggest(key: str) -> str:
+    close = difflib.get_close_matches(key, list(RunConfig.model_fields), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def make_config(config: Any = None, **overrides: Any) -> RunConfig:
+    """Build a validated :class:`RunConfig` from a RunConfig, dict, YAML path or None."""
+    if isinstance(config, RunConfig):
+        data = config.model_dump()
+    elif config is None:
+        data = {}
+    elif isinstance(config, dict):
+        data = dict(config)
+    else:
+        path = Path(config)
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except OSError as err:
+            raise ConfigError(f"{path}: cannot read config ({err.strerror})") from None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: malformed YAML ({err})") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping of configuration fields")
+        data = loaded
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as err:
+        e = err.errors()[0]
+        field = ".".join(str(p) for p in e["loc"])
+        hint = _suggest(str(e["loc"][0])) if e["type"] == "extra_forbidden" else ""
+        raise ConfigError(f"config field {field}: {e['msg']}{hint}") from None

@@ -1,0 +1,82 @@
+"""The one protocol every saliency method follows (Captum style).
+
+``Explainer(model, **options).attribute(inputs, target=...)`` with ``inputs`` a float
+tensor ``(N, C, *spatial)`` returns a float tensor ``(N, *spatial_out)``: the channel axis is
+summed away and ``spatial_out`` is the input grid or, for CAM methods, the grid of the
+target layer (the metrics stage resizes it to the reference grid).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    name: str
+    family: str  # gradient | path | perturbation | cam | baseline
+    citation: str  # key in reports/references.bib
+    description: str
+    needs_layer: bool = False
+    is_baseline: bool = False
+
+
+class Explainer:
+    """Base class: subclasses set ``info`` and implement :meth:`_attribute`.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Maps ``(N, C, *spatial)`` to logits ``(N, n_outputs)``; put in eval mode here.
+    layer : nn.Module, optional
+        Target layer, for methods with ``info.needs_layer``.
+    **options
+        Method options (e.g. ``n_steps`` for integrated gradients); recorded in
+        :meth:`config` so the map cache is keyed by them.
+    """
+
+    info: ClassVar[MethodInfo]
+    defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, model: nn.Module, layer: nn.Module | None = None, **options: Any) -> None:
+        unknown = set(options) - set(self.defaults)
+        if unknown:
+            raise ValueError(
+                f"method {self.info.name!r}: unknown option(s) {sorted(unknown)}; "
+                f"valid: {sorted(self.defaults) or 'none'}"
+            )
+        if self.info.needs_layer and layer is None:
+            raise ValueError(f"method {self.info.name!r} needs a target layer")
+        self.model = model.eval()
+        self.layer = layer
+        self.options = {**self.defaults, **options}
+
+    def config(self) -> dict[str, Any]:
+        """What determines this method's maps (part of the cache key)."""
+        return {"method": self.info.name, **self.options}
+
+    def attribute(self, inputs: torch.Tensor, target: int = 0) -> torch.Tensor:
+        """Saliency of ``target`` for each input.
+
+        Parameters
+        ----------
+        inputs : Tensor (N, C, *spatial), float
+        target : int
+            Index of the output unit explained (0 for a single-logit binary model).
+
+        Returns
+        -------
+        Tensor (N, *spatial_out), float32, detached.
+        """
+        if inputs.ndim < 3:
+            raise ValueError(f"inputs must be (N, C, *spatial), got shape {tuple(inputs.shape)}")
+        with torch.enable_grad():
+            out = self._attribute(inputs, target)
+        return out.detach().to(torch.float32)
+
+    def _attribute(self, inputs: torch.Tensor, target: int) -> torch.Tensor:
+        raise NotImplementedError

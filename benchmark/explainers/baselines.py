@@ -1,0 +1,45 @@
+"""Null baselines: maps that know nothing about the model. An explainer that does not beat
+them has not shown it localises anything."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+
+from benchmark.explainers.base import Explainer, MethodInfo
+
+
+class RandomMap(Explainer):
+    """Uniform noise in [0, 1), seeded; the same image position gets the same draw for a
+    given seed and batch, so runs are deterministic."""
+
+    info = MethodInfo("random", "baseline", "adebayo2018", "uniform random map", is_baseline=True)
+    defaults: ClassVar[dict[str, Any]] = {"seed": 0}
+
+    def __init__(self, model: Any, layer: Any = None, **options: Any) -> None:
+        super().__init__(model, layer, **options)
+        self._gen = torch.Generator().manual_seed(int(self.options["seed"]))
+
+    def _attribute(self, inputs: torch.Tensor, target: int) -> torch.Tensor:
+        shape = (inputs.shape[0], *inputs.shape[2:])
+        return torch.rand(shape, generator=self._gen)
+
+
+class CenterPrior(Explainer):
+    """An isotropic Gaussian centred on the image, sigma a fraction of the size."""
+
+    info = MethodInfo(
+        "center_prior", "baseline", "judd2009", "Gaussian centred on the image", is_baseline=True
+    )
+    defaults: ClassVar[dict[str, Any]] = {"sigma": 0.25}
+
+    def _attribute(self, inputs: torch.Tensor, target: int) -> torch.Tensor:
+        spatial = inputs.shape[2:]
+        axes = torch.meshgrid(
+            *[(torch.arange(n, dtype=torch.float32) - (n - 1) / 2) / n for n in spatial],
+            indexing="ij",
+        )
+        r2 = torch.stack([a**2 for a in axes]).sum(dim=0)
+        prior = torch.exp(-r2 / (2 * float(self.options["sigma"]) ** 2))
+        return prior.expand(inputs.shape[0], *spatial).clone()

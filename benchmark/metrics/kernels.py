@@ -1,0 +1,161 @@
+"""JAX kernels of the binary-reference metrics, for one flattened image.
+
+Every kernel takes float32 / bool arrays of shape ``(P,)`` (P pixels of the reference
+grid, C order) and returns a float32 scalar, NaN where METRICS.md says the metric is
+undefined. Conventions shared by all kernels:
+
+- ``s`` is the sign-transformed saliency (S⁺, |S| or S), already resized;
+- ``roi`` is Ω; ``g`` is G ∩ Ω (the caller intersects), so every count is within Ω;
+- counts are exact int32 sums (P < 2**31); float sums use :func:`tree_sum`.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+NAN = jnp.float32(jnp.nan)
+
+
+def tree_sum(x: jax.Array, block: int = 64) -> jax.Array:
+    """Blockwise pairwise-style sum of a 1-D float32 array.
+
+    A float32 running sum over a 256**3 volume can lose several digits whatever the
+    backend does; summing blocks of ``block`` values level by level bounds the error
+    to about ``block * levels`` ulps (levels = log_block(P), 4 for 256**3) while
+    keeping the compiled program small.
+    """
+    while x.shape[0] > 1:
+        pad = -x.shape[0] % block if x.shape[0] > block else 0
+        if pad:
+            x = jnp.concatenate([x, jnp.zeros(pad, x.dtype)])
+        x = x.reshape(-1, min(block, x.shape[0])).sum(axis=1)
+    return x[0]
+
+
+def count(mask: jax.Array) -> jax.Array:
+    """Number of True entries, int32."""
+    return jnp.sum(mask, dtype=jnp.int32)
+
+
+def _ratio(num: jax.Array, den: jax.Array) -> jax.Array:
+    """``num / den`` in float32, NaN where ``den == 0``."""
+    den_f = den.astype(jnp.float32)
+    return jnp.where(den != 0, num.astype(jnp.float32) / jnp.where(den != 0, den_f, 1.0), NAN)
+
+
+def region_overlap(a: jax.Array, g: jax.Array) -> dict[str, jax.Array]:
+    """precision, irrelevant_fraction, recall, iou and dice of a region A against G.
+
+    Parameters
+    ----------
+    a, g : jax.Array, shape (P,), bool
+        Attention region and reference, both already restricted to Ω.
+
+    Returns
+    -------
+    dict of str to float32 scalar
+        All NaN when G is empty. When A is empty (G not): precision and
+        irrelevant_fraction NaN, recall, iou and dice 0.
+    """
+    n_a, n_g, n_ag = count(a), count(g), count(a & g)
+    has_g = n_g > 0
+    precision = jnp.where(has_g, _ratio(n_ag, n_a), NAN)
+    return {
+        "precision": precision,
+        "irrelevant_fraction": 1.0 - precision,
+        "recall": _ratio(n_ag, n_g),
+        "iou": jnp.where(has_g, _ratio(n_ag, n_a + n_g - n_ag), NAN),
+        "dice": jnp.where(has_g, _ratio(2 * n_ag, n_a + n_g), NAN),
+    }
+
+
+def pointing_game(s: jax.Array, g: jax.Array, roi: jax.Array) -> jax.Array:
+    """|M ∩ G| / |M| with M the pixels of Ω where S is maximal.
+
+    Ties get fractional credit, so a constant map scores |G| / |Ω|. NaN when G is empty.
+    """
+    peak = jnp.max(jnp.where(roi, s, -jnp.inf))
+    m = roi & (s == peak)
+    return jnp.where(count(g) > 0, _ratio(count(m & g), count(m)), NAN)
+
+
+def mass_accuracy(s: jax.Array, g: jax.Array, roi: jax.Array) -> jax.Array:
+    """Σ_G S / Σ_Ω S (S = S⁺ by default). NaN when G is empty or Σ_Ω S = 0."""
+    total = tree_sum(jnp.where(roi, s, 0.0))
+    inside = tree_sum(jnp.where(g, s, 0.0))
+    return jnp.where(count(g) > 0, _ratio(inside, total), NAN)
+
+
+def rank_accuracy(ranks: jax.Array, g: jax.Array) -> jax.Array:
+    """|top-K(S) ∩ G| / K with K = |G| and the top-K rule of :mod:`.threshold`.
+
+    ``ranks`` comes from :func:`~benchmark.metrics.threshold.topk_ranks`; pixels outside
+    Ω rank after all of Ω and K <= |Ω|, so the top K are inside Ω. NaN when G is empty.
+    """
+    n_g = count(g)
+    return _ratio(count(g & (ranks < n_g)), n_g)
+
+
+def auroc(s: jax.Array, g: jax.Array, roi: jax.Array) -> jax.Array:
+    """P(S_g > S_b) + ½ P(S_g = S_b) for g ∈ G, b ∈ Ω \\ G, exact with ties.
+
+    Notes
+    -----
+    Mann–Whitney: ``AUC = Σ_{g ∈ G} (#{b: S_b < S_g} + ½ #{b: S_b = S_g}) / (n1 n0)``.
+    The two counts come from ``searchsorted`` (left and right) on the sorted background
+    values (non-background set to +inf, above every finite S). Each positive's share is
+    normalised by n0 before summing, so no float32 sum grows past n1.
+    NaN when G is empty or G = Ω.
+    """
+    b = roi & ~g
+    n1, n0 = count(g), count(b)
+    background = jnp.sort(jnp.where(b, s, jnp.inf))
+    below = jnp.searchsorted(background, s, side="left")
+    below_or_equal = jnp.searchsorted(background, s, side="right")
+    twice = (below + below_or_equal).astype(jnp.float32)  # 2 #{<} + #{=}
+    den = 2.0 * jnp.maximum(n0, 1).astype(jnp.float32)
+    share = jnp.where(g, twice / den, 0.0)
+    auc = tree_sum(share) / jnp.maximum(n1, 1).astype(jnp.float32)
+    return jnp.where((n1 > 0) & (n0 > 0), auc, NAN)
+
+
+def auprc(s: jax.Array, g: jax.Array, roi: jax.Array) -> jax.Array:
+    """Average precision of S ranking G over Ω (tied scores form one threshold).
+
+    Notes
+    -----
+    ``AP = Σ_t (R_t - R_{t-1}) P_t`` over the distinct values t of S (the
+    scikit-learn definition) equals ``mean_{g ∈ G} TP(S_g) / PP(S_g)`` with
+    ``TP(v) = #{g ∈ G: S_g >= v}`` and ``PP(v) = #{p ∈ Ω: S_p >= v}``, which is what is
+    computed here with ``searchsorted``. NaN when G is empty or G = Ω.
+    """
+    size = s.shape[0]
+    n1, n = count(g), count(roi)
+    everything = jnp.sort(jnp.where(roi, s, -jnp.inf))
+    positives = jnp.sort(jnp.where(g, s, -jnp.inf))
+    pp = size - jnp.searchsorted(everything, s, side="left")
+    tp = size - jnp.searchsorted(positives, s, side="left")
+    prec = jnp.where(g, tp.astype(jnp.float32) / jnp.maximum(pp, 1).astype(jnp.float32), 0.0)
+    ap = tree_sum(prec) / jnp.maximum(n1, 1).astype(jnp.float32)
+    return jnp.where((n1 > 0) & (n1 < n), ap, NAN)
+
+
+def nss(s: jax.Array, g: jax.Array, roi: jax.Array) -> jax.Array:
+    """Mean over G of (S - mean_Ω S) / std_Ω S (population std, ddof = 0).
+
+    NaN when G is empty or S is constant on Ω (tested exactly as max == min, since a
+    float32 std of a constant map need not be exactly 0).
+    """
+    n = jnp.maximum(count(roi), 1).astype(jnp.float32)
+    mean = tree_sum(jnp.where(roi, s, 0.0)) / n
+    centred = jnp.where(roi, s - mean, 0.0)
+    std = jnp.sqrt(tree_sum(centred**2) / n)
+    n_g = count(g)
+    score = tree_sum(jnp.where(g, centred, 0.0)) / jnp.maximum(n_g, 1) / std
+    return jnp.where((n_g > 0) & ~is_constant(s, roi), score, NAN)
+
+
+def is_constant(x: jax.Array, roi: jax.Array) -> jax.Array:
+    """True when ``x`` takes one value on Ω (or Ω is empty)."""
+    return jnp.max(jnp.where(roi, x, -jnp.inf)) <= jnp.min(jnp.where(roi, x, jnp.inf))

@@ -1,0 +1,167 @@
+"""Attention regions A: min-max normalisation, fixed tau, top-K with tie-breaking, Otsu.
+
+The JAX functions here act on one flattened image (shape ``(P,)``, P the number of
+pixels of the reference grid) and a boolean ``roi`` of the same shape; ``compute``
+vmaps them over the batch. The host helpers (:func:`topk_count`,
+:func:`tiebreak_keys`) are public so that tests and other stages reproduce the exact
+top-K rule.
+
+Top-K rule (``name@topK``)
+--------------------------
+- ``k = max(1, floor(K / 100 * n + 1/2))`` (round half up), ``n = |Ω|`` the pixels
+  inside the roi (all pixels without a roi), computed on the host in float64.
+- Pixels of Ω are ranked by the sign-transformed saliency S (descending; ranking S or
+  the min-max normalised S̃ is the same order, but S avoids float rounding merging
+  distinct values), then by the jitter key ``tiebreak_keys(seed, P)`` (ascending), then
+  by flat C-order index (ascending). A is the first k pixels, so ``|A| = k`` exactly.
+- The jitter keys are the same for every image of one grid size and seed: an image's
+  score does not depend on its position in the batch.
+
+Normalisation
+-------------
+S̃ = (S - min_Ω S) / (max_Ω S - min_Ω S); a constant map (max = min) gives S̃ = 0
+everywhere, so at a fixed tau > 0 and at ``otsu`` A is empty, at tau = 0 A = Ω, and at
+top-K the jitter decides.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+N_OTSU_BINS = 256
+
+
+def topk_count(percent: float, n: int) -> int:
+    """Size of the top-K attention region.
+
+    Parameters
+    ----------
+    percent : float
+        K in (0, 100].
+    n : int
+        Number of pixels in Ω (inside the roi).
+
+    Returns
+    -------
+    int
+        ``max(1, floor(percent / 100 * n + 0.5))``, at most ``n`` (0 when ``n == 0``).
+    """
+    if n <= 0:
+        return 0
+    # percent * n first: exact for integer K, so 15 % of 10 pixels is 1.5 -> 2, not 1.
+    return min(n, max(1, math.floor(percent * n / 100.0 + 0.5)))
+
+
+@partial(jax.jit, static_argnums=1)
+def _tiebreak_keys(seed: jax.Array, size: int) -> jax.Array:
+    return jax.random.bits(jax.random.key(seed), (size,), jnp.uint32)
+
+
+def tiebreak_keys(seed: int, size: int) -> np.ndarray:
+    """The per-pixel jitter used to break ties in top-K rankings.
+
+    Parameters
+    ----------
+    seed : int
+        The ``seed`` passed to :func:`benchmark.metrics.compute`, in [0, 2**32).
+    size : int
+        Number of pixels P of the (flattened, C order) reference grid.
+
+    Returns
+    -------
+    numpy.ndarray, shape (P,), uint32
+        Random keys; among pixels of equal saliency, the smaller key ranks higher
+        (equal keys: the smaller flat index ranks higher).
+    """
+    return np.asarray(_tiebreak_keys(jnp.uint32(seed), size))
+
+
+def minmax_normalise(s: jax.Array, roi: jax.Array) -> jax.Array:
+    """Min-max normalise ``s`` over the roi; a constant map gives 0 everywhere.
+
+    Parameters
+    ----------
+    s : jax.Array, shape (P,), float32
+    roi : jax.Array, shape (P,), bool
+
+    Returns
+    -------
+    jax.Array, shape (P,), float32
+        Values in [0, 1] inside the roi (outside values are meaningless).
+    """
+    lo = jnp.min(jnp.where(roi, s, jnp.inf))
+    hi = jnp.max(jnp.where(roi, s, -jnp.inf))
+    span = hi - lo
+    # An empty roi gives span = -inf; a constant map span = 0: both normalise to 0.
+    safe = jnp.where(span > 0, span, 1.0)
+    return jnp.where(span > 0, (s - lo) / safe, 0.0)
+
+
+def topk_ranks(s: jax.Array, roi: jax.Array, keys: jax.Array) -> jax.Array:
+    """Rank (0 = highest) of every pixel under the top-K rule; outside-roi pixels last.
+
+    Parameters
+    ----------
+    s : jax.Array, shape (P,), float32
+        Sign-transformed saliency.
+    roi : jax.Array, shape (P,), bool
+    keys : jax.Array, shape (P,), uint32
+        From :func:`tiebreak_keys`.
+
+    Returns
+    -------
+    jax.Array, shape (P,), int32
+        ``A = (rank < k) & roi`` is the top-k region.
+    """
+    size = s.shape[0]
+    idx = lax.iota(jnp.int32, size)
+    primary = jnp.where(roi, -s, jnp.inf)
+    _, _, order = lax.sort((primary, keys, idx), num_keys=3)
+    return jnp.zeros(size, jnp.int32).at[order].set(idx)
+
+
+def otsu_threshold(s_norm: jax.Array, roi: jax.Array) -> jax.Array:
+    """Otsu's threshold tau on a 256-bin histogram of the normalised map.
+
+    Bin ``i`` holds ``i/256 <= S̃ < (i+1)/256`` (S̃ = 1 goes to bin 255). For every
+    split ``t`` in 1..255 (B = bins below t, A = bins from t on) the between-class
+    variance ``w_B w_A (mu_B - mu_A)**2`` is computed from bin indices; the smallest
+    maximising ``t`` wins and ``tau = t / 256``, so ``A = {S̃ >= tau}`` is exactly the
+    pixels in bins ``>= t``. A map whose pixels all share one bin (e.g. a constant map)
+    has zero variance at every split: t = 1, and A holds only pixels with S̃ >= 1/256.
+
+    Parameters
+    ----------
+    s_norm : jax.Array, shape (P,), float32
+        Min-max normalised map.
+    roi : jax.Array, shape (P,), bool
+
+    Returns
+    -------
+    jax.Array, scalar float32
+    """
+    bins = jnp.clip(jnp.floor(s_norm * N_OTSU_BINS), 0, N_OTSU_BINS - 1).astype(jnp.int32)
+    counts = jnp.zeros(N_OTSU_BINS, jnp.int32).at[bins].add(roi.astype(jnp.int32))
+    n_below = jnp.cumsum(counts)[:-1]  # split t = 1..255: B = bins 0..t-1
+    # Emptiness from exact integer counts: 1 - w_B in float32 can leave a spurious
+    # tiny w_A whose mean is garbage.
+    valid = (n_below > 0) & (n_below < n_below[-1] + counts[-1])
+    # Probabilities, not counts, for the moments: cumulative sums of counts * index
+    # would leave float32's exact-integer range on large 3D volumes.
+    p = counts.astype(jnp.float32) / jnp.maximum(jnp.sum(counts), 1).astype(jnp.float32)
+    levels = jnp.arange(N_OTSU_BINS, dtype=jnp.float32)
+    w_b = jnp.cumsum(p)[:-1]
+    m_b = jnp.cumsum(p * levels)[:-1]
+    w_a = jnp.cumsum(p[::-1])[::-1][1:]
+    m_a = jnp.cumsum((p * levels)[::-1])[::-1][1:]
+    mu_b = m_b / jnp.where(valid, w_b, 1.0)
+    mu_a = m_a / jnp.where(valid, w_a, 1.0)
+    var = jnp.where(valid, w_b * w_a * (mu_b - mu_a) ** 2, 0.0)
+    t = jnp.argmax(var) + 1  # argmax returns the first maximiser
+    return t.astype(jnp.float32) / N_OTSU_BINS

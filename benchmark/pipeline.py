@@ -1,0 +1,315 @@
+"""load -> explain -> score -> analyse -> report, with progress and a map cache.
+
+Each stage writes its output to the run directory before the next starts, so any later
+stage can be re-run alone from the files (``bench report RUN`` re-renders without a model).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import platform
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from benchmark import store
+from benchmark.config import ConfigError, RunConfig, make_config
+from benchmark.data.dataset import Dataset
+from benchmark.errors import BenchError
+from benchmark.explainers import EXPLAINERS, check_methods, get_explainer
+from benchmark.metrics import METRICS, compute, parse_metric
+from benchmark.models import LoadedModel, predict
+from benchmark.resolve import ResolvedDataset, resolve_dataset
+from benchmark.stats import classification_table, summarize
+
+console = Console(stderr=True)
+
+#: Packages whose versions go into provenance.json and the report.
+PROVENANCE_PACKAGES = [
+    "saliency-bench", "torch", "captum", "jax", "jaxlib", "numpy", "scipy", "statsmodels",
+    "pandas", "pyarrow", "pydantic", "plotly", "pypandoc-binary",
+]
+
+
+@dataclass
+class Plan:
+    """The validated, fully resolved work of one run."""
+
+    config: RunConfig
+    data: ResolvedDataset
+    models: list[str]
+    methods: list[str]
+    binary_metrics: list[str]
+    graded_metrics: list[str]
+    out: Path
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), console=console, transient=False,
+        disable=not console.is_terminal and not console.is_jupyter,
+    )
+
+
+@contextmanager
+def _stage(name: str) -> Iterator[None]:
+    t0 = time.perf_counter()
+    console.log(f"[cyan]{name}[/] ...")
+    yield
+    console.log(f"[cyan]{name}[/] done in {time.perf_counter() - t0:.1f} s")
+
+
+def plan(config: Any = None, **overrides: Any) -> Plan:
+    """Validate a configuration against the manifest and registries (no heavy work)."""
+    cfg = make_config(config, **overrides)
+    data = resolve_dataset(cfg.manifest, cfg.dataset, cfg.splits)
+    known_models = [m.name for m in data.entry.models]
+    models = cfg.models or known_models
+    for m in models:
+        if m not in known_models:
+            raise ConfigError(
+                f"unknown model {m!r} for dataset {data.entry.name!r}; "
+                f"known: {', '.join(known_models) or 'none'}"
+            )
+    try:
+        methods = check_methods(cfg.methods or list(EXPLAINERS))
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    specs = []
+    for name in cfg.metrics:
+        try:
+            specs.append(parse_metric(name))
+        except ValueError as err:
+            raise ConfigError(f"metric {name!r}: {err}") from None
+    valid_refs = data.references
+    for r in cfg.references:
+        if r not in valid_refs:
+            raise ConfigError(
+                f"unknown reference {r!r}; valid references: {', '.join(valid_refs)}"
+            )
+    kinds = [s.reference_kind for s, _ in specs]
+    binary = [m for m, k in zip(cfg.metrics, kinds, strict=True) if k == "binary"]
+    graded = [m for m, k in zip(cfg.metrics, kinds, strict=True) if k == "graded"]
+    try:
+        head_spec, _ = parse_metric(cfg.headline_metric)
+    except ValueError as err:
+        raise ConfigError(f"headline_metric: {err}") from None
+    del head_spec
+    if cfg.out is None:
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        out = Path("runs") / f"{stamp}-{store.sha256_json(cfg.model_dump())[:6]}"
+    else:
+        out = Path(cfg.out)
+    return Plan(cfg, data, models, methods, binary, graded, out)
+
+
+def _git_revision() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+            cwd=Path(__file__).parent, check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for pkg in PROVENANCE_PACKAGES:
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            continue
+    out["python"] = platform.python_version()
+    return out
+
+
+def _explain_rows(ds: Dataset, cfg: RunConfig) -> np.ndarray:
+    """Row positions of the images to explain: the evaluated splits, positives only unless
+    ``explain: all``."""
+    mask = ds.index["split"].isin(cfg.splits).to_numpy()
+    if cfg.explain == "positive":
+        mask = mask & (ds.index["label"].to_numpy() == 1)
+    return np.flatnonzero(mask)
+
+
+def _batches(rows: np.ndarray, size: int) -> Iterator[np.ndarray]:
+    for i in range(0, len(rows), size):
+        yield rows[i : i + size]
+
+
+def predict_stage(p: Plan, loaded: dict[str, LoadedModel]) -> pd.DataFrame:
+    ds = p.data.dataset
+    rows = np.flatnonzero(ds.index["split"].isin(p.config.splits).to_numpy())
+    frames = []
+    for name in p.models:
+        scores = [
+            predict(loaded[name].module, p.data.to_input(ds.images(b))).numpy()
+            for b in _batches(rows, 256)
+        ]
+        sub = ds.index.iloc[rows][["split", "case_id", "image_id", "label"]].copy()
+        sub.insert(0, "model", name)
+        sub["score"] = np.concatenate(scores).astype(np.float64)
+        frames.append(sub)
+    return pd.concat(frames, ignore_index=True)[store.PREDICTIONS_COLUMNS]
+
+
+def explain_stage(
+    p: Plan, loaded: dict[str, LoadedModel], progress: Progress
+) -> dict[str, str]:
+    """Compute (or reuse) the maps of every model x method; returns ``model/method -> key``."""
+    ds = p.data.dataset
+    rows = _explain_rows(ds, p.config)
+    image_ids = ds.index["image_id"].to_numpy()[rows]
+    data_sha = store.sha256_json({"data": ds.sha256, "images": image_ids.tolist(),
+                                  "input": p.data.input_config})
+    index: dict[str, str] = {}
+    total = len(p.models) * len(p.methods)
+    task = progress.add_task("explain", total=total * len(rows))
+    for name in p.models:
+        lm = loaded[name]
+        for method in p.methods:
+            explainer = get_explainer(method, lm.module, layer=lm.layer())
+            key = store.map_key(lm.sha256, explainer.config(), data_sha)
+            index[f"{name}/{method}"] = key
+            if store.load_maps(p.out, key) is not None:
+                progress.advance(task, len(rows))
+                continue
+            progress.update(task, description=f"explain {name}/{method}")
+            out = []
+            for b in _batches(rows, p.config.batch_size):
+                x = p.data.to_input(ds.images(b))
+                out.append(explainer.attribute(x, target=p.data.target).numpy())
+                progress.advance(task, len(b))
+            maps = np.concatenate(out).astype(np.float32)
+            bad = ~np.isfinite(maps.reshape(len(maps), -1)).all(axis=1)
+            if bad.any():
+                raise BenchError(
+                    f"model {name!r}, method {method!r}: saliency of image "
+                    f"{image_ids[np.argmax(bad)]!r} contains NaN or inf"
+                )
+            store.save_maps(p.out, key, image_ids, maps)
+    store.write_json(index, p.out / store.MAPS / "index.json")
+    return index
+
+
+def score_stage(p: Plan, index: dict[str, str], progress: Progress) -> pd.DataFrame:
+    ds = p.data.dataset
+    frames = []
+    task = progress.add_task("score", total=len(index) * len(p.config.references))
+    for key_name, key in index.items():
+        model, method = key_name.split("/")
+        loaded_maps = store.load_maps(p.out, key)
+        assert loaded_maps is not None
+        image_ids, maps = loaded_maps
+        pos = ds.positions(image_ids)
+        meta = ds.index.iloc[pos][["split", "case_id", "image_id"]].reset_index(drop=True)
+        for ref in p.config.references:
+            metrics = p.graded_metrics if ref == "graded" else p.binary_metrics
+            if not metrics:
+                progress.advance(task)
+                continue
+            values = compute(
+                maps, ds.reference(pos, ref), metrics, sign=p.config.sign,
+                seed=p.config.seed, spacing=ds.spacing,
+            )
+            for metric, vals in values.items():
+                f = meta.copy()
+                f["model"], f["method"], f["reference"], f["metric"] = model, method, ref, metric
+                f["value"] = np.asarray(vals, dtype=np.float64)
+                frames.append(f)
+            progress.advance(task)
+    return pd.concat(frames, ignore_index=True)[store.SCORES_COLUMNS]
+
+
+def analyse_stage(p: Plan, scores: pd.DataFrame, predictions: pd.DataFrame) -> tuple[
+    pd.DataFrame, pd.DataFrame
+]:
+    cfg = p.config
+    strata = None
+    if cfg.stratify:
+        strata = predictions.drop_duplicates("case_id").set_index("case_id")["label"]
+    summary = summarize(
+        scores, by=["model", "split", "method", "reference", "metric"], n_boot=cfg.n_boot,
+        level=cfg.level, method=cfg.ci_method, weighting=cfg.weighting, seed=cfg.seed,
+        strata=strata,
+    )
+    classification = classification_table(
+        predictions, n_boot=cfg.n_boot, level=cfg.level, method=cfg.ci_method, seed=cfg.seed,
+        threshold=cfg.threshold,
+    )
+    return summary[store.SUMMARY_COLUMNS], classification[store.CLASSIFICATION_COLUMNS]
+
+
+def run(config: Any = None, *, on_plan: Callable[[Plan], None] | None = None,
+        **overrides: Any) -> store.Run:
+    """Run every stage; returns the opened run directory. See :func:`benchmark.run`."""
+    started = dt.datetime.now(dt.UTC)
+    p = plan(config, **overrides)
+    if on_plan is not None:
+        on_plan(p)
+    cfg = p.config
+    p.out.mkdir(parents=True, exist_ok=True)
+    resolved = cfg.model_dump()
+    resolved.update(
+        manifest=str(p.data.manifest_path) if p.data.manifest_path else None,
+        dataset=p.data.entry.name, models=p.models, methods=p.methods, out=str(p.out),
+    )
+    store.write_yaml(resolved, p.out / store.CONFIG)
+    torch.manual_seed(cfg.seed)
+
+    with _stage("load"):
+        p.data.load()
+        loaded = {name: p.data.load_model(name) for name in p.models}
+    with _stage("predict"):
+        predictions = predict_stage(p, loaded)
+        store.write_table(predictions, p.out / store.PREDICTIONS)
+    with _progress() as progress:
+        index = explain_stage(p, loaded, progress)
+        scores = score_stage(p, index, progress)
+    store.write_table(scores, p.out / store.SCORES)
+    with _stage("analyse"):
+        summary, classification = analyse_stage(p, scores, predictions)
+        store.write_table(summary, p.out / store.SUMMARY)
+        store.write_table(summary, p.out / store.SUMMARY_CSV)
+        store.write_table(classification, p.out / store.CLASSIFICATION)
+
+    provenance = {
+        "run_id": p.out.name,
+        "started": started.isoformat(),
+        "finished": dt.datetime.now(dt.UTC).isoformat(),
+        "versions": _versions(),
+        "checkpoints": {n: loaded[n].sha256 for n in p.models},
+        "target_layers": {n: loaded[n].target_layer for n in p.models},
+        "data_sha256": p.data.dataset.sha256,
+        "seed": cfg.seed,
+        "n_boot": cfg.n_boot,
+        "config_sha256": store.sha256_json(resolved),
+        "git_revision": _git_revision(),
+        "machine": {"node": platform.node(), "platform": platform.platform(),
+                    "processor": platform.machine(), "user": getpass.getuser(),
+                    "torch_threads": torch.get_num_threads()},
+        "metrics": {m: METRICS[parse_metric(m)[0].name].definition for m in cfg.metrics},
+    }
+    store.write_json(provenance, p.out / store.PROVENANCE)
+    run_dir = store.Run.open(p.out)
+    if cfg.report:
+        with _stage("report"):
+            from benchmark.report import build_report
+
+            build_report(run_dir, p.data.dataset, engine=cfg.engine)
+    return run_dir

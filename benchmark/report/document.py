@@ -1,0 +1,211 @@
+"""Assemble ``report.qmd``: front matter, sections, figures already computed.
+
+The document is Quarto markdown that pandoc reads as well: YAML front matter, headings
+with ``{#sec-...}`` anchors, callouts as fenced divs (``::: {.callout-note}``), tables as
+pipe tables, figures as raw HTML blocks (```` ```{=html} ````). Nothing in it needs a
+Jupyter kernel, so ``bench report`` re-renders without touching a model.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from benchmark.data.dataset import Dataset
+from benchmark.report import figures, gallery, narrative, tables
+from benchmark.report.context import ReportContext, lower_is_better
+from benchmark.report.escape import EMPTY_CELL, md, md_code, pipe_table, raw_html_block
+from benchmark.store import Run, atomic_open, sha256_json
+
+ASSETS = ("styles.css", "references.bib")
+ASSETS_DIR = "report_assets"  # beside report.qmd in the run directory
+
+# (anchor, heading): the report's sections in order; tests and the TOC rely on them.
+SECTIONS = (
+    ("sec-summary", "Summary"),
+    ("sec-classification", "Classification"),
+    ("sec-agreement", "Agreement with experts"),
+    ("sec-gallery", "Gallery"),
+    ("sec-methods", "Methods"),
+    ("sec-provenance", "Provenance"),
+    ("sec-references", "References"),
+)
+# Must not equal any id pandoc derives from a heading ("### Forest plot" -> "forest-plot"),
+# or Plotly draws into the <section> instead of the figure's <div>.
+FOREST_DIV_ID = "forest-plot-figure"
+
+
+def asset_text(name: str) -> str:
+    """A file shipped in ``benchmark/report/assets`` (works from an installed wheel)."""
+    return resources.files("benchmark.report").joinpath("assets", name).read_text("utf-8")
+
+
+def copy_assets(run_dir: Path) -> Path:
+    """Write the CSS and bibliography beside the report so the qmd renders on its own."""
+    target = Path(run_dir) / ASSETS_DIR
+    for name in ASSETS:
+        with atomic_open(target / name) as fh:
+            fh.write(asset_text(name))
+    return target
+
+
+def front_matter(ctx: ReportContext) -> str:
+    """YAML front matter valid for Quarto (``format: html``) and harmless to pandoc."""
+    prov = ctx.provenance
+    meta: dict[str, Any] = {
+        # Quarto and pandoc read YAML strings as markdown: escape the user's part.
+        "title": f"Saliency benchmark: {md(ctx.dataset_name)}",
+        "subtitle": f"Run {md(prov.get('run_id', EMPTY_CELL))}",
+        "date": str(prov.get("finished") or _dt.date.today().isoformat())[:10],
+        "lang": "en",
+        "format": {
+            "html": {
+                "embed-resources": True,
+                "toc": True,
+                "toc-depth": 2,
+                "toc-title": "Contents",
+                "css": f"{ASSETS_DIR}/styles.css",
+                # plotly.js has tab characters inside string literals; pandoc's
+                # markdown reader would expand them to spaces and change the code.
+                "preserve-tabs": True,
+                "link-citations": True,
+            }
+        },
+        "bibliography": f"{ASSETS_DIR}/references.bib",
+        "link-citations": True,
+    }
+    return "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n\n"
+
+
+def _heading(anchor: str) -> str:
+    title = dict(SECTIONS)[anchor]
+    return f"## {title} {{#{anchor}}}\n\n"
+
+
+def _callout(text: str, kind: str = "note", title: str | None = None) -> str:
+    attr = f' title="{title}"' if title else ""
+    return f"::: {{.callout-{kind}{attr}}}\n{text}\n:::\n\n"
+
+
+def _summary(ctx: ReportContext, run: Run, classification: Any) -> str:
+    summary = run.summary
+    lower = "lower" if lower_is_better(ctx.headline_metric) else "higher"
+    return (
+        _heading("sec-summary")
+        + narrative.summary_sentences(ctx, summary, classification)
+        + "\n"
+        + tables.headline_table(ctx, summary, classification)
+        + "\n"
+        + f"Cells: estimate [{_level(ctx)} interval]. Method columns: "
+        f"{md(ctx.headline_metric)} against the {md(ctx.headline_reference)} reference "
+        f"({lower} is better); {tables.NOT_ABOVE_BASELINE} = not better than the best null "
+        "baseline of the same model and split. AUROC at image level; case-level numbers in "
+        "the next section.\n\n"
+    )
+
+
+def _classification(ctx: ReportContext, classification: Any) -> str:
+    table = tables.classification_table(ctx, classification)
+    if not table:
+        return _heading("sec-classification") + _callout(
+            "This run has no classification table (`classification.parquet`).", "warning")
+    note = tables.interval_methods_note(classification)
+    return (
+        _heading("sec-classification")
+        + table
+        + f"\nCells: estimate [{_level(ctx)} interval]. Interval method per metric: {note}.\n\n"
+    )
+
+
+def _agreement(ctx: ReportContext, run: Run) -> str:
+    fig = figures.forest_figure(ctx, run.summary)
+    return (
+        _heading("sec-agreement")
+        + "### Forest plot {#sec-forest-plot}\n\n"
+        # plotly.js inlined once, before the first figure needs it (never a CDN). Not
+        # via include-in-header: pandoc's template indents every line of an include,
+        # which would alter the bundle's multi-line string literals.
+        + raw_html_block(figures.plotlyjs_block())
+        + "\n"
+        + raw_html_block(
+            f'<div class="report-figure">{figures.figure_html(fig, FOREST_DIV_ID)}</div>')
+        + "\n"
+        + f"{md(ctx.headline_metric)} against the {md(ctx.headline_reference)} reference, "
+        f"per model (panels) and method (rows); points are estimates, whiskers "
+        f"{_level(ctx)} case-bootstrap intervals, colours the splits. Null baselines "
+        "(open diamonds, grey band) show what a map without information about the model "
+        "scores.\n\n"
+        + "### All metrics {#sec-all-metrics}\n\n"
+        + tables.metrics_tables(ctx, run.summary)
+        + f"Cells: estimate [{_level(ctx)} interval]; {tables.FALLBACK_INTERVAL} = "
+        f"interval by another method than the configured {md(ctx.ci_method)} (percentile "
+        "fallback where BCa is undefined). *NaN images*: images where the metric is "
+        "undefined (e.g. empty reference), dropped before aggregation.\n\n"
+    )
+
+
+def _gallery(ctx: ReportContext, run: Run, dataset: Dataset | None) -> str:
+    return (_heading("sec-gallery") + gallery.gallery_section(run, dataset, ctx)
+            + f"The layout follows figure 2 of the drowning study [@{narrative.JIIM}].\n\n")
+
+
+def _methods(ctx: ReportContext) -> str:
+    versions = ctx.provenance.get("versions") or {}
+    text = _heading("sec-methods") + narrative.methods_paragraph(ctx) + "\n"
+    if versions:
+        text += "### Software\n\n" + tables.versions_table(dict(versions)) + "\n"
+    return text
+
+
+def _provenance(ctx: ReportContext) -> str:
+    prov = ctx.provenance
+    rows = [
+        ["Run id", md_code(prov.get("run_id", EMPTY_CELL))],
+        ["Configuration sha256", md_code(sha256_json(ctx.config))],
+        ["Git revision", md_code(prov.get("git_revision", EMPTY_CELL))],
+        ["Started", md(prov.get("started", EMPTY_CELL))],
+        ["Finished", md(prov.get("finished", EMPTY_CELL))],
+        ["Machine", md(prov.get("machine", EMPTY_CELL))],
+        ["Data sha256", md_code(prov.get("data_sha256", EMPTY_CELL))],
+        ["Seed", md(prov.get("seed", ctx.config.get("seed", EMPTY_CELL)))],
+    ]
+    rows += [[f"Checkpoint {md(name)} sha256", md_code(sha)]
+             for name, sha in sorted((prov.get("checkpoints") or {}).items())]
+    return (
+        _heading("sec-provenance")
+        + "::: {.provenance}\n"
+        + pipe_table(["Field", "Value"], rows, "ll")
+        + "\nThe full configuration is `config.yaml` in the run directory; re-render with "
+        "`bench report RUN`.\n:::\n\n"
+    )
+
+
+def _level(ctx: ReportContext) -> str:
+    level = ctx.config.get("level", 0.95)
+    try:
+        return f"{float(level) * 100:g} %"
+    except (TypeError, ValueError):
+        return md(level)
+
+
+def build_document(run: Run, dataset: Dataset | None, ctx: ReportContext) -> str:
+    """The whole ``report.qmd`` text."""
+    try:
+        classification = run.classification
+    except FileNotFoundError:
+        classification = None
+    return "".join([
+        front_matter(ctx),
+        _summary(ctx, run, classification),
+        _classification(ctx, classification),
+        _agreement(ctx, run),
+        _gallery(ctx, run, dataset),
+        _methods(ctx),
+        _provenance(ctx),
+        _heading("sec-references"),
+        "::: {#refs}\n:::\n",
+    ])

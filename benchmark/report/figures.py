@@ -1,0 +1,180 @@
+"""Plotly figures of the report, emitted as HTML fragments without plotly.js.
+
+The document inlines the plotly.js bundle once (:func:`plotlyjs_block`) from the
+installed plotly package, so the report works offline and never reaches a CDN; each
+figure is then a ``<div>`` plus a ``Plotly.newPlot`` call.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import plotly.graph_objects as go
+import plotly.offline
+from plotly.subplots import make_subplots
+
+from benchmark.report.context import ReportContext, lower_is_better, records
+from benchmark.report.escape import fmt_ci, html_text, is_missing
+from benchmark.report.tables import headline_frame
+
+# Okabe-Ito: distinguishable with the common colour-vision deficiencies; splits are few.
+SPLIT_COLOURS = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00"]
+BASELINE_FILL = "rgba(120, 120, 120, 0.10)"
+_FIGURE_CONFIG = {"displaylogo": False, "responsive": True}
+
+
+def plotlyjs_block() -> str:
+    """The plotly.js bundle of the installed plotly package, as one inline ``<script>``."""
+    return f'<script type="text/javascript">{plotly.offline.get_plotlyjs()}</script>'
+
+
+def figure_html(fig: go.Figure, div_id: str) -> str:
+    """``fig`` as an HTML fragment that expects plotly.js to be loaded already."""
+    return str(
+        fig.to_html(
+            full_html=False,
+            include_plotlyjs=False,
+            div_id=div_id,
+            config=_FIGURE_CONFIG,
+            default_width="100%",
+            # The container needs the figure's own height: "100%" of an auto-height
+            # block collapses and the plot overflows onto the text below.
+            default_height=f"{fig.layout.height or 450}px",
+        )
+    )
+
+
+def forest_hover_key(model: str, method: str) -> str:
+    """The label a forest-plot point carries for ``model`` x ``method`` (tests look for it)."""
+    return f"{html_text(model)} \u00b7 {html_text(method)}"
+
+
+def forest_figure(ctx: ReportContext, summary: pd.DataFrame) -> go.Figure:
+    """Forest plot of the headline metric: one panel per model, one row per method.
+
+    Points are the estimates, whiskers the intervals, colour is the split (dodged
+    vertically). Null baselines use open diamonds on a grey band so they read as a
+    floor, not as competitors.
+    """
+    frame = headline_frame(ctx, summary)
+    methods = ctx.methods
+    n_methods = max(len(methods), 1)
+    ypos = {m: n_methods - 1 - i for i, m in enumerate(methods)}  # first method on top
+    n_splits = max(len(ctx.splits), 1)
+    dodge = {s: (i - (n_splits - 1) / 2) * min(0.5 / n_splits, 0.18) for i, s in
+             enumerate(ctx.splits)}
+
+    fig = make_subplots(
+        rows=1,
+        cols=max(len(ctx.models), 1),
+        shared_yaxes=True,
+        horizontal_spacing=0.03,
+        subplot_titles=[html_text(m) for m in ctx.models],
+    )
+    for col, model in enumerate(ctx.models, start=1):
+        for k, split in enumerate(ctx.splits):
+            sub = frame[(frame["model"] == model) & (frame["split"] == split)]
+            recs = [r for r in records(sub) if str(r["method"]) in ypos]
+            recs.sort(key=lambda r: methods.index(str(r["method"])))
+            if not recs:
+                continue
+            fig.add_trace(
+                _split_trace(ctx, model, split, recs, ypos, dodge[split], k, col == 1),
+                row=1,
+                col=col,
+            )
+    _baseline_bands(fig, ctx, ypos)
+    # Legend entry explaining the open marker (no data, so nothing is drawn).
+    fig.add_trace(
+        go.Scatter(
+            x=[None], y=[None], mode="markers", name="null baseline (open marker)",
+            marker={"symbol": "diamond-open", "size": 10, "color": "#555"},
+            hoverinfo="skip",
+        )
+    )
+    direction = "lower is better" if lower_is_better(ctx.headline_metric) else "higher is better"
+    fig.update_xaxes(
+        title_text=f"{html_text(ctx.headline_metric)} ({direction})",
+        zeroline=False, showgrid=True, gridcolor="#e6e6e6",
+        matches="x",  # one scale for all models, so panels compare at a glance
+    )
+    fig.update_yaxes(
+        tickmode="array",
+        tickvals=[ypos[m] for m in methods],
+        ticktext=[_tick_label(ctx, m) for m in methods],
+        range=[-0.6, n_methods - 0.4],
+        showgrid=False,
+    )
+    fig.update_layout(
+        template="simple_white",
+        height=170 + 36 * n_methods,
+        margin={"l": 10, "r": 10, "t": 90, "b": 50},
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.1, "x": 0,
+                "title": {"text": "split"}},
+        hoverlabel={"align": "left"},
+        font={"size": 12},
+    )
+    return fig
+
+
+def _split_trace(
+    ctx: ReportContext,
+    model: str,
+    split: str,
+    recs: list[dict[str, Any]],
+    ypos: dict[str, int],
+    offset: float,
+    colour_index: int,
+    show_legend: bool,
+) -> go.Scatter:
+    colour = SPLIT_COLOURS[colour_index % len(SPLIT_COLOURS)]
+    est = [None if is_missing(r["estimate"]) else round(float(r["estimate"]), 4) for r in recs]
+    plus = [_whisker(r["ci_high"], r["estimate"]) for r in recs]
+    minus = [_whisker(r["estimate"], r["ci_low"]) for r in recs]
+    symbols = ["diamond-open" if ctx.is_baseline(str(r["method"])) else "circle" for r in recs]
+    hover = [
+        f"{forest_hover_key(model, str(r['method']))} \u00b7 {html_text(split)}<br>"
+        f"{html_text(ctx.headline_metric)} = "
+        f"{fmt_ci(r['estimate'], r['ci_low'], r['ci_high'], 3)}<br>"
+        f"{html_text(r.get('ci_method', ''))} interval, {_n(r.get('n_cases'))} cases, "
+        f"{_n(r.get('n_images'))} images"
+        for r in recs
+    ]
+    return go.Scatter(
+        x=est,
+        y=[ypos[str(r["method"])] + offset for r in recs],
+        mode="markers",
+        name=html_text(split),
+        legendgroup=html_text(split),
+        showlegend=show_legend,
+        marker={"color": colour, "size": 9, "symbol": symbols, "line": {"width": 1.5,
+                                                                       "color": colour}},
+        error_x={"type": "data", "symmetric": False, "array": plus, "arrayminus": minus,
+                 "color": colour, "thickness": 1.5, "width": 3},
+        hovertext=hover,
+        hoverinfo="text",
+    )
+
+
+def _baseline_bands(fig: go.Figure, ctx: ReportContext, ypos: dict[str, int]) -> None:
+    for method in ctx.methods:
+        if ctx.is_baseline(method):
+            y = ypos[method]
+            fig.add_hrect(y0=y - 0.45, y1=y + 0.45, fillcolor=BASELINE_FILL, line_width=0,
+                          layer="below", row="all", col="all")
+
+
+def _tick_label(ctx: ReportContext, method: str) -> str:
+    label = html_text(method)
+    return f"<i>{label} (baseline)</i>" if ctx.is_baseline(method) else label
+
+
+def _whisker(a: Any, b: Any) -> float | None:
+    if is_missing(a) or is_missing(b):
+        return None
+    return round(max(float(a) - float(b), 0.0), 4)
+
+
+def _n(value: Any) -> str:
+    return "?" if is_missing(value) else str(int(value))

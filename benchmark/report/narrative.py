@@ -1,0 +1,204 @@
+"""Sentences generated from the numbers: the summary findings and the methods paragraph.
+
+The methods paragraph states every setting STATISTICS.md requires a report to state
+(B, seed, interval method, unit of resampling, weighting, threshold rule, sign handling,
+reference definition, correction family) so it can be pasted into a paper as is.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from benchmark.report.context import ReportContext, lower_is_better, metric_base, records
+from benchmark.report.escape import fmt_ci, is_missing, md, md_code
+from benchmark.report.tables import headline_frame, image_auroc, not_above_baseline
+
+HIGH_AUROC = 0.9  # "classifies well": the JIIM models had 0.94 to 0.98
+
+# Bibliography keys (reports/references.bib) of the methods the report can cite.
+CITATIONS = {
+    "gradcam": "selvaraju2017gradcam",
+    "integrated_gradients": "sundararajan2017axiomatic",
+    "smoothgrad": "smilkov2017smoothgrad",
+    "saliency": "simonyan2014deep",
+    "input_x_gradient": "shrikumar2016not",
+    "occlusion": "zeiler2014visualizing",
+}
+CAPTUM = "kokhlikyan2020captum"
+BCA = "efron1987better"
+JIIM = "zeng2024inconsistency"
+
+_SIGN = {
+    "positive": "positive part of each map (S\u207a = max(S, 0))",
+    "abs": "absolute value of each map",
+    "signed": "signed maps as computed (mass ratios may leave [0, 1])",
+}
+_INTERVALS = {
+    "bca": f"bias-corrected and accelerated (BCa) percentile intervals [@{BCA}], the "
+           "acceleration from the delete-one-case jackknife, with the percentile interval "
+           "as a stated fallback where BCa is undefined",
+    "percentile": "percentile intervals",
+}
+
+
+def _pick(frame: pd.DataFrame, lower: bool) -> dict[str, Any] | None:
+    frame = frame.dropna(subset=["estimate"])
+    if frame.empty:
+        return None
+    pos = int(frame["estimate"].to_numpy(dtype=float).argmin() if lower
+              else frame["estimate"].to_numpy(dtype=float).argmax())
+    return records(frame.iloc[[pos]])[0]
+
+
+def summary_sentences(
+    ctx: ReportContext, summary: pd.DataFrame, classification: pd.DataFrame | None
+) -> str:
+    """A few sentences on the headline numbers (markdown)."""
+    metric, lower = ctx.headline_metric, lower_is_better(ctx.headline_metric)
+    head = headline_frame(ctx, summary)
+    expl = head[~head["method"].isin(list(ctx.baselines))]
+    word = "lowest" if lower else "highest"
+    out: list[str] = []
+    # The in-distribution split first: that is where a paper states its main result.
+    primary = expl[expl["split"] == ctx.primary_split]
+    best = _pick(primary if not primary.empty else expl, lower)
+    if best is None:
+        return (f"No explainer has a finite {md(metric)} against the "
+                f"{md(ctx.headline_reference)} reference.\n")
+    out.append(
+        f"The {word} {md(metric)} against the {md(ctx.headline_reference)} reference is "
+        f"{fmt_ci(best['estimate'], best['ci_low'], best['ci_high'], ctx.digits)}, for model "
+        f"**{md(best['model'])}** explained by **{md(best['method'])}** on split "
+        f"{md(best['split'])}."
+    )
+    out += _accurate_but_misaligned(ctx, expl, classification, lower)
+    flagged = sorted(k for k in not_above_baseline(ctx, head) if k[1] == ctx.primary_split)
+    if flagged:
+        listed = "; ".join(f"{md(m)} / {md(meth)}" for m, _, meth in flagged)
+        out.append(
+            f"On {md(ctx.primary_split)}, these model / explainer pairs do not beat the best "
+            f"null baseline (marked \u2020 in the table): {listed}."
+        )
+    return " ".join(out) + "\n"
+
+
+def _accurate_but_misaligned(
+    ctx: ReportContext, expl: pd.DataFrame, classification: pd.DataFrame | None, lower: bool
+) -> list[str]:
+    """The model that classifies well but whose best explainer agrees worst."""
+    auroc = image_auroc(classification)
+    split = ctx.primary_split
+    candidates = []
+    for model in ctx.models:
+        a = auroc.get((model, split))
+        sub = expl[(expl["model"] == model) & (expl["split"] == split)]
+        best = _pick(sub, lower)
+        if a is None or best is None or is_missing(a["estimate"]):
+            continue
+        if float(a["estimate"]) >= HIGH_AUROC:
+            candidates.append((model, a, best))
+    if len(candidates) < 1 or len(ctx.models) < 2:
+        return []
+    # Worst agreement = the model whose *best* explainer is still the worst.
+    model, a, best = (max if lower else min)(candidates, key=lambda c: c[2]["estimate"])
+    out = [
+        f"Model **{md(model)}** classifies well on {md(split)} (image-level AUROC "
+        f"{fmt_ci(a['estimate'], a['ci_low'], a['ci_high'], ctx.digits)}), yet even its "
+        f"best explainer ({md(best['method'])}) gives {md(ctx.headline_metric)} "
+        f"{fmt_ci(best['estimate'], best['ci_low'], best['ci_high'], ctx.digits)}, the "
+        "poorest agreement with the experts among the well-classifying models: a high "
+        f"AUROC does not show that a model looks where the experts do [@{JIIM}]."
+    ]
+    for other in ctx.splits:
+        b = auroc.get((model, other))
+        if other != split and b is not None and not is_missing(b["estimate"]):
+            out.append(
+                f"On split {md(other)} its AUROC is "
+                f"{fmt_ci(b['estimate'], b['ci_low'], b['ci_high'], ctx.digits)}."
+            )
+    return out
+
+
+def _describe_threshold(metric: str) -> str:
+    spec = metric.split("@", 1)[1] if "@" in metric else ""
+    if spec.startswith("top"):
+        return (f"{md_code(spec)} = the {md(spec[3:])} % highest-valued pixels of the min-max "
+                "normalised map, ties broken by a seeded jitter so the region size is exact")
+    if spec == "otsu":
+        return "`otsu` = Otsu's threshold on a 256-bin histogram of the normalised map"
+    if spec == "tuned":
+        return ("`tuned` = threshold chosen per model and method to maximise mean IoU on the "
+                "validation split, then frozen")
+    return f"{md_code(spec)} = fixed threshold on the min-max normalised map"
+
+
+def methods_paragraph(ctx: ReportContext) -> str:
+    """The methods text with every setting of the run, and citations."""
+    cfg = ctx.config
+    n_boot = cfg.get("n_boot", 10_000)
+    seed = cfg.get("seed", ctx.provenance.get("seed", "unrecorded"))
+    level = cfg.get("level", 0.95)
+    level_text = f"{float(level) * 100:g} %" if _is_fraction(level) else md(level)
+    weighting = str(cfg.get("weighting") or "case")
+    sign = str(cfg.get("sign") or "positive")
+    explain = cfg.get("explain", "all images of the evaluated splits")
+    ci = ctx.ci_method
+
+    methods = []
+    for m in ctx.explainers:
+        key = CITATIONS.get(m)
+        methods.append(f"{md(m)} [@{key}]" if key else md(m))
+    baselines = [md(m) for m in ctx.methods if ctx.is_baseline(m)]
+    thresholds = sorted({m.split("@", 1)[1] for m in ctx.metrics if "@" in m})
+    threshold_text = "; ".join(
+        _describe_threshold(f"x@{t}") for t in thresholds) or "no thresholded metrics"
+    estimand = (
+        "the mean over cases of the per-case mean image score"
+        if weighting == "case"
+        else "the pooled mean over images (a ratio estimator, still resampled by case)"
+    )
+    paragraphs = [
+        f"Saliency maps were computed for {len(ctx.models)} model(s) "
+        f"({', '.join(md(m) for m in ctx.models)}) with {', '.join(methods) or 'no explainer'}"
+        f", implemented with Captum [@{CAPTUM}]"
+        + (f"; {', '.join(baselines)} are null baselines that use no information from the "
+           "model and give each metric a floor" if baselines else "")
+        + f". Explained images: {md(explain)}. Each map was resized to the reference grid "
+        f"(bilinear) and reduced to the {_SIGN.get(sign, md(sign))} (sign handling "
+        f"{md_code(sign)}).",
+        f"Maps were scored against expert annotations of dataset {md(ctx.dataset_name)} on "
+        f"split(s) {', '.join(md(s) for s in ctx.splits)}. References: "
+        f"{', '.join(md(r) for r in ctx.references)}; `consensus` = pixels marked by at least "
+        "half of the annotators, `graded` = the mean of the annotator masks (share of "
+        f"annotators). Metrics: {', '.join(md(m) for m in ctx.metrics)}. Threshold rules: "
+        f"{threshold_text}. The headline figure is {md(ctx.headline_metric)} against "
+        f"{md(ctx.headline_reference)}"
+        + (f", the share of the attention region outside the annotated findings [@{JIIM}]"
+           if metric_base(ctx.headline_metric) == "irrelevant_fraction" else "")
+        + ".",
+        f"Uncertainty: the resampling unit is the case (all images of a drawn case are "
+        f"kept, because slices of one case are not independent); B = {md(n_boot)} bootstrap "
+        f"replicates drawn once from a generator seeded with {md(seed)} and shared by every "
+        f"model, method and metric, so differences are paired. Estimand ({md_code(weighting)} "
+        f"weighting): {estimand}. Intervals: {level_text}, "
+        f"{_INTERVALS.get(ci, md(ci) + ' intervals')}. Images with an undefined metric "
+        "(NaN) are dropped before aggregation and counted per cell. Classification: image- "
+        "and case-level AUROC with case-bootstrap intervals; accuracy, sensitivity and "
+        "specificity with Wilson intervals.",
+    ]
+    adjust = cfg.get("adjust") or cfg.get("correction")
+    if adjust:
+        paragraphs.append(
+            f"Pairwise comparisons form one family per metric and comparison kind, adjusted "
+            f"with {md(adjust)}."
+        )
+    return "\n\n".join(paragraphs) + "\n"
+
+
+def _is_fraction(value: Any) -> bool:
+    try:
+        return 0 < float(value) < 1
+    except (TypeError, ValueError):
+        return False

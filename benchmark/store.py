@@ -1,0 +1,223 @@
+"""The run directory: tidy tables, cached maps and provenance (DESIGN.md, "Contracts").
+
+Every file is written atomically (temporary file in the same folder, then ``os.replace``),
+so a run killed at any point leaves either the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from benchmark.errors import BenchError
+
+PREDICTIONS_COLUMNS = ["model", "split", "case_id", "image_id", "label", "score"]
+SCORES_COLUMNS = [
+    "model", "split", "method", "case_id", "image_id", "reference", "metric", "value",
+]
+SUMMARY_COLUMNS = [
+    "model", "split", "method", "reference", "metric", "estimate", "ci_low", "ci_high",
+    "ci_method", "n_cases", "n_images", "n_nan",
+]
+CLASSIFICATION_COLUMNS = [
+    "model", "split", "level", "metric", "estimate", "ci_low", "ci_high", "ci_method",
+    "n_cases", "n_images",
+]
+COMPARISONS_COLUMNS = [
+    "family", "split", "reference", "metric", "a", "b", "diff", "ci_low", "ci_high", "p",
+    "p_adj", "adj_method",
+]
+
+CONFIG = "config.yaml"
+PROVENANCE = "provenance.json"
+PREDICTIONS = "predictions.parquet"
+SCORES = "scores.parquet"
+SUMMARY = "summary.parquet"
+SUMMARY_CSV = "summary.csv"
+CLASSIFICATION = "classification.parquet"
+COMPARISONS = "comparisons.parquet"
+REPORT_QMD = "report.qmd"
+REPORT_HTML = "report.html"
+MAPS = "maps"
+
+
+def _umask_mode() -> int:
+    # mkstemp creates 0600 files; give results the mode a plain open() would.
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+@contextmanager
+def atomic_open(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
+    """Open a temporary sibling of ``path`` for writing; rename it over ``path`` on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, _umask_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write(path: Path, writer: Callable[[Path], None]) -> None:
+    """Call ``writer(tmp_path)`` and rename the result over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        writer(Path(tmp))
+        os.chmod(tmp, _umask_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_table(frame: pd.DataFrame, path: Path) -> None:
+    """Write ``frame`` as parquet (or CSV when ``path`` ends in ``.csv``), atomically."""
+    if Path(path).suffix == ".csv":
+        atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
+    else:
+        atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
+
+
+def write_json(obj: Any, path: Path) -> None:
+    with atomic_open(path) as fh:
+        json.dump(obj, fh, indent=2, sort_keys=True, default=str)
+
+
+def write_yaml(obj: Any, path: Path) -> None:
+    with atomic_open(path) as fh:
+        yaml.safe_dump(obj, fh, sort_keys=False)
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_json(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def map_key(checkpoint_sha: str, method_config: dict[str, Any], data_sha: str) -> str:
+    """Cache key of one model x method x dataset: checkpoint hash + method config + data hash."""
+    return sha256_json({"checkpoint": checkpoint_sha, "method": method_config, "data": data_sha})[
+        :24
+    ]
+
+
+def save_maps(root: Path, key: str, image_ids: np.ndarray, maps: np.ndarray) -> Path:
+    """Cache saliency maps ``(N, *spatial)`` (float32) with their image ids under ``maps/``."""
+    path = Path(root) / MAPS / f"{key}.npz"
+    atomic_write(
+        path,
+        lambda tmp: _savez(tmp, image_ids=np.asarray(image_ids, dtype=str), maps=maps),
+    )
+    return path
+
+
+def _savez(tmp: Path, image_ids: np.ndarray, maps: np.ndarray) -> None:
+    # np.savez appends ".npz" to names without it; write through a handle to keep our name.
+    with open(tmp, "wb") as fh:
+        np.savez(fh, image_ids=image_ids, maps=maps)
+
+
+def load_maps(root: Path, key: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """Return ``(image_ids, maps)`` of a cached entry, or None when it is absent."""
+    path = Path(root) / MAPS / f"{key}.npz"
+    if not path.exists():
+        return None
+    with np.load(path, allow_pickle=False) as data:
+        return data["image_ids"], data["maps"]
+
+
+@dataclass
+class Run:
+    """An opened run directory; tables are read lazily and cached."""
+
+    path: Path
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def open(cls, path: Any) -> Run:
+        path = Path(path)
+        if not (path / CONFIG).exists():
+            raise BenchError(f"{path}: not a run directory (no {CONFIG})")
+        return cls(path)
+
+    def _table(self, name: str) -> pd.DataFrame:
+        if name not in self._cache:
+            self._cache[name] = pd.read_parquet(self.path / name)
+        return self._cache[name]
+
+    @property
+    def config(self) -> dict[str, Any]:
+        with open(self.path / CONFIG) as fh:
+            return dict(yaml.safe_load(fh))
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        with open(self.path / PROVENANCE) as fh:
+            return dict(json.load(fh))
+
+    @property
+    def predictions(self) -> pd.DataFrame:
+        return self._table(PREDICTIONS)
+
+    @property
+    def scores(self) -> pd.DataFrame:
+        return self._table(SCORES)
+
+    @property
+    def summary(self) -> pd.DataFrame:
+        return self._table(SUMMARY)
+
+    @property
+    def classification(self) -> pd.DataFrame:
+        return self._table(CLASSIFICATION)
+
+    @property
+    def map_index(self) -> dict[str, str]:
+        """``"model/method" -> cache key`` of the maps this run computed."""
+        path = self.path / MAPS / "index.json"
+        if not path.exists():
+            return {}
+        with open(path) as fh:
+            return dict(json.load(fh))
+
+    def maps(self, model: str, method: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(image_ids, maps)`` of one model x method, from the cache."""
+        key = self.map_index.get(f"{model}/{method}")
+        loaded = None if key is None else load_maps(self.path, key)
+        if loaded is None:
+            raise BenchError(
+                f"no cached maps for model {model!r}, method {method!r} in {self.path}"
+            )
+        return loaded
+
+    @property
+    def report_html(self) -> Path:
+        return self.path / REPORT_HTML

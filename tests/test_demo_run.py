@@ -1,0 +1,160 @@
+"""End to end: the demo `bench run` (all models, all methods, default settings) and the
+behaviours that issue 2 requires of the shipped checkpoints, read from the run directory."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from benchmark import load_run
+from benchmark.cli import app
+from benchmark.explainers import EXPLAINERS
+from benchmark.store import (
+    CLASSIFICATION_COLUMNS,
+    PREDICTIONS_COLUMNS,
+    SCORES_COLUMNS,
+    SUMMARY_COLUMNS,
+)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "run"
+    result = CliRunner().invoke(app, ["run", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return load_run(out), result.output
+
+
+def _cell(summary, model, split="test", method="gradcam", metric="irrelevant_fraction@top15"):
+    row = summary[(summary.model == model) & (summary.split == split)
+                  & (summary.method == method) & (summary.metric == metric)
+                  & (summary.reference == "consensus")]
+    assert len(row) == 1
+    return row.iloc[0]
+
+
+def _auc(run, model, split):
+    c = run.classification
+    row = c[(c.model == model) & (c.split == split) & (c.level == "image") & (c.metric == "auroc")]
+    return float(row.estimate.iloc[0])
+
+
+def test_run_directory_follows_the_contract(demo_run):
+    run, _ = demo_run
+    for name in ("config.yaml", "provenance.json", "predictions.parquet", "scores.parquet",
+                 "summary.parquet", "summary.csv", "classification.parquet", "report.qmd",
+                 "report.html"):
+        assert (run.path / name).is_file(), name
+    assert list(run.predictions.columns) == PREDICTIONS_COLUMNS
+    assert list(run.scores.columns) == SCORES_COLUMNS
+    assert list(run.summary.columns) == SUMMARY_COLUMNS
+    assert list(run.classification.columns) == CLASSIFICATION_COLUMNS
+    csv = pd.read_csv(run.path / "summary.csv")
+    assert len(csv) == len(run.summary)
+    assert set(run.summary.method) == set(EXPLAINERS)
+    assert set(run.summary.model) == {"clean", "partial", "shortcut"}
+    index = run.map_index
+    assert len(index) == 3 * len(EXPLAINERS)
+    assert all((run.path / "maps" / f"{k}.npz").is_file() for k in index.values())
+
+
+def test_config_and_provenance_are_resolved(demo_run):
+    run, _ = demo_run
+    cfg = run.config
+    assert cfg["dataset"] == "pmct-phantom" and cfg["n_boot"] == 10_000
+    assert cfg["models"] == ["clean", "partial", "shortcut"]
+    prov = run.provenance
+    for key in ("versions", "checkpoints", "data_sha256", "seed", "started", "finished",
+                "machine", "config_sha256"):
+        assert key in prov, key
+    assert re.fullmatch(r"[0-9a-f]{64}", prov["checkpoints"]["clean"])
+    assert "torch" in prov["versions"] and "jax" in prov["versions"]
+
+
+def test_all_models_classify_the_test_split_well(demo_run):
+    run, _ = demo_run
+    for model in ("clean", "partial", "shortcut"):
+        assert _auc(run, model, "test") >= 0.90, model
+
+
+def test_shortcut_model_fails_when_the_confounder_is_reversed(demo_run):
+    run, _ = demo_run
+    assert _auc(run, "shortcut", "shifted") <= 0.70
+    assert _auc(run, "clean", "shifted") >= 0.90
+
+
+def test_gradcam_irrelevant_fraction_orders_the_models(demo_run):
+    run, _ = demo_run
+    s = run.summary
+    clean, partial, shortcut = (_cell(s, m) for m in ("clean", "partial", "shortcut"))
+    assert clean.estimate < partial.estimate < shortcut.estimate
+    assert clean.ci_high < shortcut.ci_low
+    assert clean.ci_method == "bca"
+
+
+def test_summary_estimate_is_the_mean_of_case_means(demo_run):
+    run, _ = demo_run
+    sc = run.scores
+    sel = sc[(sc.model == "clean") & (sc.split == "test") & (sc.method == "gradcam")
+             & (sc.metric == "irrelevant_fraction@top15") & (sc.reference == "consensus")]
+    expected = sel.groupby("case_id")["value"].mean().mean()
+    assert _cell(run.summary, "clean").estimate == pytest.approx(expected, rel=1e-12)
+    assert _cell(run.summary, "clean").n_cases == sel.case_id.nunique()
+
+
+def test_negative_images_are_not_explained_by_default(demo_run):
+    run, _ = demo_run
+    explained = set(run.scores.image_id)
+    labels = run.predictions.drop_duplicates("image_id").set_index("image_id")["label"]
+    assert (labels.loc[sorted(explained)] == 1).all()
+
+
+def test_terminal_table_and_report_path_are_printed(demo_run):
+    run, output = demo_run
+    assert "report:" in output and "report.html" in output
+    assert "AUROC" in output and "gradcam" in output
+
+
+def test_report_is_self_contained(demo_run):
+    run, _ = demo_run
+    html = (run.path / "report.html").read_text()
+    assert not re.search(r"<script[^>]+src=[\"']https?:", html)
+    assert not re.search(r"<link[^>]+href=[\"']https?:", html)
+    assert "Plotly" in html and "forest" in html.lower()
+
+
+def test_rerun_reuses_the_cache_and_is_bit_identical(demo_run, tmp_path):
+    run, _ = demo_run
+    maps_before = {p.name: p.stat().st_mtime_ns for p in (run.path / "maps").glob("*.npz")}
+    result = CliRunner().invoke(app, ["run", "--out", str(run.path), "--no-report"])
+    assert result.exit_code == 0, result.output
+    again = load_run(run.path)
+    maps_after = {p.name: p.stat().st_mtime_ns for p in (run.path / "maps").glob("*.npz")}
+    assert maps_after == maps_before
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(run.path / "summary.parquet"), again.summary, check_exact=True
+    )
+
+
+def test_methods_and_metrics_listings_are_json():
+    r = CliRunner().invoke(app, ["methods", "--json"])
+    assert r.exit_code == 0
+    assert {m["name"] for m in json.loads(r.output)} == set(EXPLAINERS)
+    r = CliRunner().invoke(app, ["metrics", "--json"])
+    assert r.exit_code == 0
+    names = {m["name"] for m in json.loads(r.output)}
+    assert {"irrelevant_fraction", "auroc", "weighted_mass"} <= names
+
+
+def test_gradcam_maps_differ_between_models(demo_run):
+    run, _ = demo_run
+    _, a = run.maps("clean", "gradcam")
+    _, b = run.maps("shortcut", "gradcam")
+    assert a.shape == b.shape and not np.allclose(a, b)
