@@ -20,10 +20,10 @@ run: install
 	$(BIN)/bench run $(ARGS)
 
 test: install
-	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check benchmark tests perf
+	$(BIN)/ruff check benchmark tests
 	$(BIN)/mypy benchmark
 
 # Headless Chromium for the browser tests (Debian; needs root).

@@ -28,7 +28,8 @@ app = typer.Typer(
 demo_app = typer.Typer(help="The embedded demo (pmct-phantom): train its checkpoints.")
 app.add_typer(demo_app, name="demo")
 
-out = Console()
+# Piped output (CI logs) is not cut at 80 columns: the headline table is wide.
+out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
 EXIT_USER = 2
@@ -57,29 +58,40 @@ def _fmt_ci(est: float, lo: float, hi: float) -> str:
     return f"{est:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
-def headline_table(run: Any, split: str = "test") -> Table:
-    """Per model: AUROC with CI, and the headline metric with CI for each method."""
+def headline_table(run: Any) -> Table:
+    """One row per model x method: image-level AUROC and the headline metric per split."""
     cfg = run.config
     metric, ref = cfg.get("headline_metric"), cfg.get("headline_reference")
     summary, cls = run.summary, run.classification
-    table = Table(title=f"{split}: image-level AUROC and {metric} vs {ref} (95% CI)")
+    present = set(summary["split"])
+    splits = [sp for sp in cfg.get("splits") or sorted(present) if sp in present]
+    table = Table(title=f"AUROC (image level) and {metric} vs {ref}, 95% case-bootstrap CI")
     table.add_column("model")
-    table.add_column("AUROC")
-    methods = list(dict.fromkeys(summary["method"]))
-    for m in methods:
-        table.add_column(m)
+    for sp in splits:
+        table.add_column(f"AUROC {sp}")
+    table.add_column("method")
+    for sp in splits:
+        table.add_column(f"{metric.split('@')[0]} {sp}")
     for model in dict.fromkeys(summary["model"]):
-        auc = cls[(cls.model == model) & (cls.split == split) & (cls.level == "image")
-                  & (cls.metric == "auroc")]
-        row = [str(model), _fmt_ci(*auc[["estimate", "ci_low", "ci_high"]].iloc[0])
-               if len(auc) else "n/a"]
-        for m in methods:
-            cell = summary[(summary.model == model) & (summary.split == split)
-                           & (summary.method == m) & (summary.metric == metric)
-                           & (summary.reference == ref)]
-            row.append(_fmt_ci(*cell[["estimate", "ci_low", "ci_high"]].iloc[0])
-                       if len(cell) else "n/a")
-        table.add_row(*row)
+        aucs = []
+        for sp in splits:
+            auc = cls[(cls.model == model) & (cls.split == sp) & (cls.level == "image")
+                      & (cls.metric == "auroc")]
+            aucs.append(_fmt_ci(*auc[["estimate", "ci_low", "ci_high"]].iloc[0])
+                        if len(auc) else "n/a")
+        have = set(summary.loc[summary.model == model, "method"])
+        methods = [m for m in cfg.get("methods") or sorted(have) if m in have]
+        for i, m in enumerate(methods):
+            cells = []
+            for sp in splits:
+                cell = summary[(summary.model == model) & (summary.split == sp)
+                               & (summary.method == m) & (summary.metric == metric)
+                               & (summary.reference == ref)]
+                cells.append(_fmt_ci(*cell[["estimate", "ci_low", "ci_high"]].iloc[0])
+                             if len(cell) else "n/a")
+            first = i == 0
+            table.add_row(str(model) if first else "", *(aucs if first else [""] * len(aucs)),
+                          m, *cells, end_section=i == len(methods) - 1)
     return table
 
 
@@ -124,8 +136,7 @@ def run(
         overrides["report"] = False
     with user_errors():
         result = pipeline.run(config, **overrides)
-    for split_name in dict.fromkeys(result.summary["split"]):
-        out.print(headline_table(result, split_name))
+    out.print(headline_table(result))
     if result.report_html.exists():
         out.print(f"report: [bold]{result.report_html}[/]")
     out.print(f"run directory: {result.path}")

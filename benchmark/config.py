@@ -99,7 +99,7 @@ def make_config(config: Any = None, **overrides: Any) -> RunConfig:
     try:
         return RunConfig.model_validate(data)
     except ValidationError as err:
-        e = err.errors()[0]
+        e = sorted(err.errors(), key=lambda x: x["type"] != "extra_forbidden")[0]
         field = ".".join(str(p) for p in e["loc"])
         hint = _suggest(str(e["loc"][0])) if e["type"] == "extra_forbidden" else ""
         raise ConfigError(f"config field {field}: {e['msg']}{hint}") from None

@@ -161,7 +161,9 @@ def load_manifest(path: str | Path | None = None) -> Manifest:
     try:
         return Manifest.model_validate({**raw, "path": path})
     except ValidationError as err:
-        e = err.errors()[0]
+        # A misspelled field also shows up as a missing one; name the misspelling first.
+        errors = sorted(err.errors(), key=lambda x: x["type"] != "extra_forbidden")
+        e = errors[0]
         loc = tuple(e["loc"])
         hint = _suggest(loc, None) if e["type"] == "extra_forbidden" else ""
         raise ManifestError(f"{path}: {_field_path(loc)}: {e['msg']}{hint}") from None

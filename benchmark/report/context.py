@@ -13,6 +13,8 @@ from typing import Any, cast
 
 import pandas as pd
 
+from benchmark.explainers import EXPLAINERS
+from benchmark.metrics import METRICS
 from benchmark.store import Run
 
 DEFAULT_HEADLINE_METRIC = "irrelevant_fraction@top15"
@@ -20,12 +22,10 @@ DEFAULT_HEADLINE_REFERENCE = "consensus"
 DEFAULT_GALLERY_METHOD = "gradcam"
 
 # Methods that explain nothing about the model: they give every metric a floor
-# (STATISTICS.md, "Baselines"). A configuration may name more under `baselines`.
-NULL_BASELINES = ("random", "center_prior", "average_mask", "training_mask")
-
-# Metric direction until the metric registry exposes it (METRICS.md: every metric has
-# a direction); everything else in the catalogue is higher-is-better.
-LOWER_IS_BETTER = ("irrelevant_fraction", "kl", "peak_distance")
+# (STATISTICS.md, "Baselines"): the registry's baselines plus those planned there.
+NULL_BASELINES = tuple(
+    name for name, cls in EXPLAINERS.items() if cls.info.is_baseline
+) + ("average_mask",)
 
 # The split the headline sentences talk about: in-distribution test data if present.
 PREFERRED_SPLIT = "test"
@@ -42,7 +42,9 @@ def metric_base(metric: str) -> str:
 
 
 def lower_is_better(metric: str) -> bool:
-    return metric_base(metric) in LOWER_IS_BETTER
+    """Direction from the metric registry; unknown names count as higher-is-better."""
+    spec = METRICS.get(metric_base(metric))
+    return spec is not None and spec.direction == "lower"
 
 
 def _ordered(preferred: Iterable[Any] | None, present: Iterable[Any]) -> list[str]:
