@@ -23,7 +23,7 @@ test: install
 	$(BIN)/python -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check benchmark tests
+	$(BIN)/ruff check benchmark tests perf
 	$(BIN)/mypy benchmark
 
 # Headless Chromium for the browser tests (Debian; needs root).

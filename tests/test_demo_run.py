@@ -158,3 +158,12 @@ def test_gradcam_maps_differ_between_models(demo_run):
     _, a = run.maps("clean", "gradcam")
     _, b = run.maps("shortcut", "gradcam")
     assert a.shape == b.shape and not np.allclose(a, b)
+
+
+def test_report_command_rerenders_without_a_model(demo_run):
+    run, _ = demo_run
+    html = run.path / "report.html"
+    before = html.stat().st_mtime_ns
+    result = CliRunner().invoke(app, ["report", str(run.path), "--engine", "pandoc"])
+    assert result.exit_code == 0, result.output
+    assert html.stat().st_mtime_ns > before

@@ -1,0 +1,5 @@
+"""``python -m benchmark`` is the ``bench`` command."""
+
+from benchmark.cli import app
+
+app()
