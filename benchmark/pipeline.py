@@ -29,12 +29,16 @@ from benchmark.config import ConfigError, RunConfig, make_config
 from benchmark.data.dataset import Dataset
 from benchmark.errors import BenchError
 from benchmark.explainers import EXPLAINERS, check_methods, get_explainer
-from benchmark.metrics import METRICS, compute, parse_metric
+from benchmark.metrics import METRICS, compute, parse_metric, tune_threshold
 from benchmark.models import LoadedModel, predict
 from benchmark.resolve import ResolvedDataset, resolve_dataset
 from benchmark.stats import classification_table, summarize
 
 console = Console(stderr=True)
+
+#: Split on which ``@tuned`` thresholds are chosen (METRICS.md), then frozen.
+TUNE_SPLIT = "val"
+TUNED_METRIC = "iou"
 
 #: Packages whose versions go into provenance.json and the report.
 PROVENANCE_PACKAGES = [
@@ -54,6 +58,21 @@ class Plan:
     binary_metrics: list[str]
     graded_metrics: list[str]
     out: Path
+    tune_split: str | None = None
+
+    @property
+    def explain_splits(self) -> list[str]:
+        """Evaluated splits, plus the split that tuned thresholds are chosen on."""
+        splits = list(self.config.splits)
+        if self.tune_split is not None and self.tune_split not in splits:
+            splits.append(self.tune_split)
+        return splits
+
+    @property
+    def tune_reference(self) -> str:
+        """Binary reference that ``@tuned`` thresholds maximise mean IoU against."""
+        ref = self.config.headline_reference
+        return ref if ref != "graded" else "consensus"
 
 
 def _progress() -> Progress:
@@ -75,7 +94,10 @@ def _stage(name: str) -> Iterator[None]:
 def plan(config: Any = None, **overrides: Any) -> Plan:
     """Validate a configuration against the manifest and registries (no heavy work)."""
     cfg = make_config(config, **overrides)
-    data = resolve_dataset(cfg.manifest, cfg.dataset, cfg.splits)
+    tuned = [m for m in cfg.metrics if m.endswith("@tuned")]
+    tune_split = TUNE_SPLIT if tuned else None
+    splits = list(cfg.splits) + ([TUNE_SPLIT] if tuned and TUNE_SPLIT not in cfg.splits else [])
+    data = resolve_dataset(cfg.manifest, cfg.dataset, splits)
     known_models = [m.name for m in data.entry.models]
     models = cfg.models or known_models
     for m in models:
@@ -113,7 +135,10 @@ def plan(config: Any = None, **overrides: Any) -> Plan:
         out = Path("runs") / f"{stamp}-{store.sha256_json(cfg.model_dump())[:6]}"
     else:
         out = Path(cfg.out)
-    return Plan(cfg, data, models, methods, binary, graded, out)
+    for name, (spec, thr) in zip(cfg.metrics, specs, strict=True):
+        if thr is not None and thr.kind == "tuned" and spec.reference_kind != "binary":
+            raise ConfigError(f"metric {name!r}: only binary-reference metrics take @tuned")
+    return Plan(cfg, data, models, methods, binary, graded, out, tune_split)
 
 
 def _git_revision() -> str | None:
@@ -138,10 +163,10 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _explain_rows(ds: Dataset, cfg: RunConfig) -> np.ndarray:
-    """Row positions of the images to explain: the evaluated splits, positives only unless
+def _explain_rows(ds: Dataset, cfg: RunConfig, splits: list[str]) -> np.ndarray:
+    """Row positions of the images to explain: ``splits``, positives only unless
     ``explain: all``."""
-    mask = ds.index["split"].isin(cfg.splits).to_numpy()
+    mask = ds.index["split"].isin(splits).to_numpy()
     if cfg.explain == "positive":
         mask = mask & (ds.index["label"].to_numpy() == 1)
     return np.flatnonzero(mask)
@@ -173,7 +198,7 @@ def explain_stage(
 ) -> dict[str, str]:
     """Compute (or reuse) the maps of every model x method; returns ``model/method -> key``."""
     ds = p.data.dataset
-    rows = _explain_rows(ds, p.config)
+    rows = _explain_rows(ds, p.config, p.explain_splits)
     image_ids = ds.index["image_id"].to_numpy()[rows]
     data_sha = store.sha256_json({"data": ds.sha256, "images": image_ids.tolist(),
                                   "input": p.data.input_config})
@@ -207,9 +232,41 @@ def explain_stage(
     return index
 
 
-def score_stage(p: Plan, index: dict[str, str], progress: Progress) -> pd.DataFrame:
+def _tune(p: Plan, maps: np.ndarray, meta: pd.DataFrame, pos: np.ndarray) -> dict[str, Any]:
+    """Choose the ``@tuned`` threshold of one model x method on the tuning split."""
     ds = p.data.dataset
-    frames = []
+    sel = (meta["split"] == p.tune_split).to_numpy()
+    if not sel.any():
+        raise ConfigError(f"@tuned metrics need positive images in split {p.tune_split!r}")
+    try:
+        res = tune_threshold(
+            maps[sel], ds.reference(pos[sel], p.tune_reference), metric=TUNED_METRIC,
+            sign=p.config.sign, seed=p.config.seed,
+        )
+    except ValueError as err:
+        raise BenchError(f"cannot tune a threshold: {err}") from None
+    return {"threshold": float(res.threshold), "mean_score": float(np.max(res.mean_scores)),
+            "n_images": int(res.n_images)}
+
+
+def _resolve_metrics(metrics: list[str], threshold: float | None) -> dict[str, str]:
+    """``name@tuned`` -> ``name@<tau>`` for compute(); other names map to themselves."""
+    out = {}
+    for m in metrics:
+        if m.endswith("@tuned"):
+            assert threshold is not None
+            out[m] = f"{m.split('@', 1)[0]}@{threshold!r}"
+        else:
+            out[m] = m
+    return out
+
+
+def score_stage(
+    p: Plan, index: dict[str, str], progress: Progress
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Score every model x method x reference; returns (scores, tuned thresholds)."""
+    ds = p.data.dataset
+    frames, tuned_rows = [], []
     task = progress.add_task("score", total=len(index) * len(p.config.references))
     for key_name, key in index.items():
         model, method = key_name.split("/")
@@ -218,22 +275,32 @@ def score_stage(p: Plan, index: dict[str, str], progress: Progress) -> pd.DataFr
         image_ids, maps = loaded_maps
         pos = ds.positions(image_ids)
         meta = ds.index.iloc[pos][["split", "case_id", "image_id"]].reset_index(drop=True)
+        tau = None
+        if p.tune_split is not None:
+            tuned = _tune(p, maps, meta, pos)
+            tau = tuned["threshold"]
+            tuned_rows.append({"model": model, "method": method, "split": p.tune_split,
+                               "reference": p.tune_reference, "metric": TUNED_METRIC, **tuned})
+        keep = meta["split"].isin(p.config.splits).to_numpy()
+        maps_k, pos_k, meta_k = maps[keep], pos[keep], meta[keep].reset_index(drop=True)
         for ref in p.config.references:
             metrics = p.graded_metrics if ref == "graded" else p.binary_metrics
-            if not metrics:
+            if not metrics or len(pos_k) == 0:
                 progress.advance(task)
                 continue
+            names = _resolve_metrics(metrics, tau)
             values = compute(
-                maps, ds.reference(pos, ref), metrics, sign=p.config.sign,
-                seed=p.config.seed, spacing=ds.spacing,
+                maps_k, ds.reference(pos_k, ref), list(dict.fromkeys(names.values())),
+                sign=p.config.sign, seed=p.config.seed, spacing=ds.spacing,
             )
-            for metric, vals in values.items():
-                f = meta.copy()
+            for metric, resolved in names.items():
+                f = meta_k.copy()
                 f["model"], f["method"], f["reference"], f["metric"] = model, method, ref, metric
-                f["value"] = np.asarray(vals, dtype=np.float64)
+                f["value"] = np.asarray(values[resolved], dtype=np.float64)
                 frames.append(f)
             progress.advance(task)
-    return pd.concat(frames, ignore_index=True)[store.SCORES_COLUMNS]
+    thresholds = pd.DataFrame(tuned_rows, columns=store.THRESHOLDS_COLUMNS)
+    return pd.concat(frames, ignore_index=True)[store.SCORES_COLUMNS], thresholds
 
 
 def analyse_stage(p: Plan, scores: pd.DataFrame, predictions: pd.DataFrame) -> tuple[
@@ -280,8 +347,10 @@ def run(config: Any = None, *, on_plan: Callable[[Plan], None] | None = None,
         store.write_table(predictions, p.out / store.PREDICTIONS)
     with _progress() as progress:
         index = explain_stage(p, loaded, progress)
-        scores = score_stage(p, index, progress)
+        scores, thresholds = score_stage(p, index, progress)
     store.write_table(scores, p.out / store.SCORES)
+    if len(thresholds):
+        store.write_table(thresholds, p.out / store.THRESHOLDS)
     with _stage("analyse"):
         summary, classification = analyse_stage(p, scores, predictions)
         store.write_table(summary, p.out / store.SUMMARY)

@@ -39,6 +39,10 @@ COMPARISONS_COLUMNS = [
     "p_adj", "adj_method",
 ]
 
+THRESHOLDS_COLUMNS = [
+    "model", "method", "split", "reference", "metric", "threshold", "mean_score", "n_images",
+]
+
 CONFIG = "config.yaml"
 PROVENANCE = "provenance.json"
 PREDICTIONS = "predictions.parquet"
@@ -47,6 +51,7 @@ SUMMARY = "summary.parquet"
 SUMMARY_CSV = "summary.csv"
 CLASSIFICATION = "classification.parquet"
 COMPARISONS = "comparisons.parquet"
+THRESHOLDS = "thresholds.parquet"
 REPORT_QMD = "report.qmd"
 REPORT_HTML = "report.html"
 MAPS = "maps"
@@ -198,6 +203,13 @@ class Run:
     @property
     def classification(self) -> pd.DataFrame:
         return self._table(CLASSIFICATION)
+
+    @property
+    def thresholds(self) -> pd.DataFrame:
+        """Tuned thresholds (``@tuned`` metrics), empty when the run used none."""
+        if not (self.path / THRESHOLDS).exists():
+            return pd.DataFrame(columns=THRESHOLDS_COLUMNS)
+        return self._table(THRESHOLDS)
 
     @property
     def map_index(self) -> dict[str, str]:

@@ -76,3 +76,42 @@ def test_training_is_deterministic_for_a_seed():
     sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert not all(torch.equal(sa[k], sc[k]) for k in sa)
+
+
+@pytest.fixture(scope="module")
+def tuned_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tuned") / "run"
+    return benchmark.run(
+        models=["clean"], methods=["gradcam"], splits=["test"], n_boot=200,
+        metrics=["iou@tuned", "precision@tuned"], references=["consensus"], out=str(out),
+    )
+
+
+def test_tuned_threshold_is_chosen_on_val_and_frozen(tuned_run):
+    from benchmark.metrics import compute, tune_threshold
+    from benchmark.resolve import resolve_dataset
+
+    th = tuned_run.thresholds
+    assert len(th) == 1 and th.split.iloc[0] == "val" and th.metric.iloc[0] == "iou"
+    tau = float(th.threshold.iloc[0])
+    # the val images were explained only to tune: no val row in the scores
+    assert set(tuned_run.scores.split) == {"test"}
+    ids, maps = tuned_run.maps("clean", "gradcam")
+    data = resolve_dataset(None, None, ["test", "val"])
+    pos = data.dataset.positions(ids)
+    split = data.dataset.index.split.to_numpy()[pos]
+    ref = data.dataset.reference(pos, "consensus")
+    val = split == "val"
+    expected = tune_threshold(maps[val], ref[val], metric="iou")
+    assert tau == pytest.approx(expected.threshold)
+    test_iou = compute(maps[~val], ref[~val], [f"iou@{tau!r}"])[f"iou@{tau!r}"]
+    sc = tuned_run.scores
+    got = sc[sc.metric == "iou@tuned"].set_index("image_id").loc[ids[~val], "value"]
+    assert np.allclose(got.to_numpy(), test_iou, equal_nan=True)
+
+
+def test_tuned_threshold_is_shown_in_the_report(tuned_run):
+    html = (tuned_run.path / "report.html").read_text()
+    assert "Tuned thresholds" in html
+    tau = float(tuned_run.thresholds.threshold.iloc[0])
+    assert f"{tau:.2f}" in html

@@ -183,3 +183,150 @@ def test_empty_roi_makes_every_metric_nan():
 def test_zero_graded_reference_makes_graded_metrics_nan():
     r = score(np.arange(P), np.zeros(P))
     assert all(math.isnan(r[name]) for name in GRADED)
+
+
+# --------------------------------------------------------------------------- new metrics
+# Two more kernels: the three map-to-map metrics (graded W allowed), and the pointing
+# game alone (binary G); one 12 x 16 image batched with blank ones as above.
+
+MAP_TO_MAP = ["peak_distance", "ssim", "spearman_abs"]
+SIGNS = ("positive", "abs", "signed")
+
+
+def score_maps(s, w, roi=None, names=MAP_TO_MAP, **kw) -> dict[str, float]:
+    def batch(x, dtype):
+        x = np.asarray(x, dtype).reshape(1, *SHAPE)
+        return np.concatenate([x, np.ones((N_BLANK, *SHAPE), dtype)])
+
+    roi = None if roi is None else batch(roi, bool)
+    out = compute(batch(s, np.float32), batch(w, np.float32), names, roi=roi, **kw)
+    return {k: float(v[0]) for k, v in out.items()}
+
+
+def at(row: int, col: int) -> int:
+    return row * SHAPE[1] + col
+
+
+def test_empty_reference_makes_map_to_map_metrics_nan():
+    r = score_maps(np.arange(P), np.zeros(P))
+    assert all(math.isnan(v) for v in r.values())
+
+
+def test_constant_map_peak_is_the_grid_centre():
+    # Every pixel is maximal: S's peak is the centroid of the grid, (5.5, 7.5); W's
+    # peak is pixel (0, 0). Distance sqrt(5.5² + 7.5²) pixels, here 1 mm each.
+    r = score_maps(np.full(P, 3.0), mask(at(0, 0)))
+    assert r["peak_distance"] == pytest.approx(math.hypot(5.5, 7.5))
+
+
+def test_zero_map_peak_is_the_centroid_of_the_roi():
+    roi = np.zeros(SHAPE)
+    roi[2:5, 4:10] = 1  # centroid (3, 6.5)
+    r = score_maps(np.zeros(P), mask(at(3, 4)), roi=roi.ravel())
+    assert r["peak_distance"] == pytest.approx(2.5)
+
+
+def test_peak_distance_uses_the_spacing_in_mm():
+    s = np.zeros(P)
+    s[at(1, 2)] = 1.0
+    r = score_maps(s, mask(at(4, 6)), spacing=(2.0, 0.5))  # (3 * 2 mm, 4 * 0.5 mm)
+    assert r["peak_distance"] == pytest.approx(math.hypot(6.0, 2.0))
+
+
+def test_peak_distance_takes_the_centroid_of_tied_maxima():
+    s = np.zeros(P)
+    s[[at(0, 0), at(0, 4)]] = 5.0  # centroid (0, 2)
+    w = np.full(P, 0.5)
+    w[at(0, 2)] = 1.0
+    assert score_maps(s, w)["peak_distance"] == 0.0
+
+
+@pytest.mark.parametrize("name", ["ssim", "spearman_abs"])
+def test_constant_map_makes_map_to_map_similarity_nan(name):
+    assert math.isnan(score_maps(np.full(P, 2.0), G10)[name])
+
+
+def test_constant_nonzero_reference_makes_ssim_nan_but_not_peak_distance():
+    r = score_maps(np.arange(P), np.ones(P))  # W peak: the grid centre
+    assert math.isnan(r["ssim"]) and math.isnan(r["spearman_abs"])
+    assert r["peak_distance"] == pytest.approx(math.hypot(11 - 5.5, 15 - 7.5))
+
+
+def test_ssim_of_a_map_with_itself_is_one():
+    w = np.random.default_rng(0).random(P)
+    assert score_maps(w, w)["ssim"] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_ssim_without_a_window_inside_the_roi_is_nan():
+    roi = np.zeros(SHAPE)
+    roi[:6, :] = 1  # 6 rows: no 7 x 7 window fits
+    assert math.isnan(score_maps(np.arange(P), G10, roi=roi.ravel())["ssim"])
+
+
+def test_ssim_rejects_grids_smaller_than_its_window():
+    with pytest.raises(ValueError, match=r"'ssim' needs every spatial axis >= 7.*\(6, 16\)"):
+        compute(np.zeros((1, 6, 16)), np.zeros((1, 6, 16)), ["ssim"])
+
+
+def test_spearman_abs_ignores_the_sign_option():
+    s = np.random.default_rng(1).normal(size=P)  # mixed signs
+    w = np.abs(s) / np.abs(s).max()
+    values = {sign: score_maps(s, w, sign=sign)["spearman_abs"] for sign in SIGNS}
+    assert values == {sign: pytest.approx(1.0) for sign in SIGNS}
+
+
+# --------------------------------------------------------------------------- tolerance
+
+
+def peak_at(row: int, col: int) -> np.ndarray:
+    s = np.zeros(P)
+    s[at(row, col)] = 1.0
+    return s
+
+
+def pointing(s, g, **kw) -> float:
+    return score_maps(s, g, names=["pointing_game"], **kw)["pointing_game"]
+
+
+G_BLOCK = mask(at(5, 5), at(5, 6), at(6, 5), at(6, 6))
+
+
+@pytest.mark.parametrize(
+    ("tolerance", "spacing", "expected"),
+    [
+        (0.0, None, 0.0),  # two pixels right of G: a miss without tolerance
+        (1.99, None, 0.0),
+        (2.0, None, 1.0),  # exactly 2 mm away: inclusive
+        (2.0, (1.0, 1.5), 0.0),  # columns are 1.5 mm wide: 3 mm away
+        (3.0, (1.0, 1.5), 1.0),
+    ],
+)
+def test_pointing_tolerance_counts_maxima_within_the_radius(tolerance, spacing, expected):
+    assert pointing(peak_at(5, 8), G_BLOCK, spacing=spacing,
+                    pointing_tolerance_mm=tolerance) == expected  # fmt: skip
+
+
+def test_pointing_tolerance_includes_a_diagonal_step_at_sqrt_two():
+    assert pointing(peak_at(7, 7), G_BLOCK, pointing_tolerance_mm=math.sqrt(2)) == 1.0
+
+
+def test_pointing_tolerance_keeps_fractional_credit_for_ties():
+    s = peak_at(5, 8) + peak_at(0, 0) + peak_at(11, 15)  # one of three maxima is near
+    assert pointing(s, G_BLOCK, pointing_tolerance_mm=2) == pytest.approx(1 / 3)
+
+
+def test_pointing_tolerance_on_a_constant_map_credits_the_dilated_reference():
+    # Pixels within 1 mm of the 2 x 2 block: the block and its 8 edge neighbours.
+    assert pointing(np.full(P, 2.0), G_BLOCK, pointing_tolerance_mm=1.0) == pytest.approx(12 / 192)
+
+
+def test_pointing_tolerance_with_empty_reference_is_nan():
+    r = pointing(peak_at(0, 0), np.zeros(P), pointing_tolerance_mm=5)
+    assert math.isnan(r)
+
+
+@pytest.mark.parametrize("bad", [-1.0, math.nan, math.inf, "1mm"])
+def test_invalid_pointing_tolerance_is_rejected(bad):
+    with pytest.raises(ValueError, match="`pointing_tolerance_mm` must be a finite number >= 0"):
+        compute(np.zeros((1, 4, 4)), np.ones((1, 4, 4)), ["pointing_game"],
+                pointing_tolerance_mm=bad)  # fmt: skip

@@ -70,7 +70,7 @@ def test_threshold_spec_prints_back_to_its_syntax():
         ("iou@top101", r"must be in \(0, 100\]"),
         ("iou@nan", r"must be in \[0, 1\]"),
         ("iou@median", "unknown threshold 'median'"),
-        ("peak_distance", "unknown metric 'peak_distance'; valid metrics: "),
+        ("peak_dist", "unknown metric 'peak_dist'; valid metrics: "),
     ],
 )
 def test_malformed_names_are_rejected(name, message):

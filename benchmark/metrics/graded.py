@@ -61,6 +61,16 @@ def spearman(s: jax.Array, w: jax.Array, roi: jax.Array) -> jax.Array:
     return _pearson(average_ranks(s, roi), average_ranks(w, roi), roi)
 
 
+def spearman_abs(s_raw: jax.Array, w: jax.Array, roi: jax.Array) -> jax.Array:
+    """Spearman rank correlation of |S| and W over Ω (average ranks for ties).
+
+    Takes the resized map *before* the sign option: |S| is part of the definition
+    (the sanity checks of Adebayo et al. compare absolute maps), so ``sign`` does not
+    change this metric. NaN when |S| or W is constant on Ω.
+    """
+    return spearman(jnp.abs(s_raw), w, roi)
+
+
 def _as_distribution(x: jax.Array, roi: jax.Array) -> jax.Array:
     """Min-max normalise over Ω, zero outside, divide by the sum (0 for a constant map)."""
     x_norm = jnp.where(roi, minmax_normalise(x, roi), 0.0)

@@ -44,21 +44,21 @@ def _ratio(num: jax.Array, den: jax.Array) -> jax.Array:
     return jnp.where(den != 0, num.astype(jnp.float32) / jnp.where(den != 0, den_f, 1.0), NAN)
 
 
-def region_overlap(a: jax.Array, g: jax.Array) -> dict[str, jax.Array]:
-    """precision, irrelevant_fraction, recall, iou and dice of a region A against G.
+def overlap_scores(n_a: jax.Array, n_g: jax.Array, n_ag: jax.Array) -> dict[str, jax.Array]:
+    """precision, irrelevant_fraction, recall, iou and dice from the three region counts.
 
     Parameters
     ----------
-    a, g : jax.Array, shape (P,), bool
-        Attention region and reference, both already restricted to Ω.
+    n_a, n_g, n_ag : jax.Array, int32, broadcastable shapes
+        |A|, |G| and |A ∩ G|; any shape, so one call scores a whole grid of thresholds
+        (:func:`benchmark.metrics.compute_curve`) with the same rules as one region.
 
     Returns
     -------
-    dict of str to float32 scalar
+    dict of str to float32 array (the broadcast shape)
         All NaN when G is empty. When A is empty (G not): precision and
         irrelevant_fraction NaN, recall, iou and dice 0.
     """
-    n_a, n_g, n_ag = count(a), count(g), count(a & g)
     has_g = n_g > 0
     precision = jnp.where(has_g, _ratio(n_ag, n_a), NAN)
     return {
@@ -70,14 +70,31 @@ def region_overlap(a: jax.Array, g: jax.Array) -> dict[str, jax.Array]:
     }
 
 
-def pointing_game(s: jax.Array, g: jax.Array, roi: jax.Array) -> jax.Array:
-    """|M ∩ G| / |M| with M the pixels of Ω where S is maximal.
+def region_overlap(a: jax.Array, g: jax.Array) -> dict[str, jax.Array]:
+    """The five region metrics of an attention region A against G (:func:`overlap_scores`).
 
-    Ties get fractional credit, so a constant map scores |G| / |Ω|. NaN when G is empty.
+    Parameters
+    ----------
+    a, g : jax.Array, shape (P,), bool
+        Attention region and reference, both already restricted to Ω.
+    """
+    return overlap_scores(count(a), count(g), count(a & g))
+
+
+def pointing_game(
+    s: jax.Array, g: jax.Array, roi: jax.Array, hit: jax.Array | None = None
+) -> jax.Array:
+    """|M ∩ H| / |M| with M the pixels of Ω where S is maximal and H the hit region.
+
+    ``hit`` is H = {p : distance(p, G) <= tolerance} from
+    :func:`benchmark.metrics.distance.tolerance_hits`; None means tolerance 0, H = G.
+    Ties get fractional credit, so a constant map scores |H ∩ Ω| / |Ω| (|G| / |Ω| at
+    tolerance 0). NaN when G is empty.
     """
     peak = jnp.max(jnp.where(roi, s, -jnp.inf))
     m = roi & (s == peak)
-    return jnp.where(count(g) > 0, _ratio(count(m & g), count(m)), NAN)
+    h = g if hit is None else hit
+    return jnp.where(count(g) > 0, _ratio(count(m & h), count(m)), NAN)
 
 
 def mass_accuracy(s: jax.Array, g: jax.Array, roi: jax.Array) -> jax.Array:

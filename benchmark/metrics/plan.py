@@ -16,7 +16,7 @@ from functools import lru_cache
 import jax
 import jax.numpy as jnp
 
-from benchmark.metrics import graded, kernels
+from benchmark.metrics import distance, graded, kernels, similarity
 from benchmark.metrics.preprocess import apply_sign, resize_to
 from benchmark.metrics.threshold import (
     minmax_normalise,
@@ -26,7 +26,6 @@ from benchmark.metrics.threshold import (
 
 # Metric name -> kernel for the metrics that take no threshold.
 _BINARY = {
-    "pointing_game": kernels.pointing_game,
     "mass_accuracy": kernels.mass_accuracy,
     "auroc": kernels.auroc,
     "auprc": kernels.auprc,
@@ -62,12 +61,16 @@ class Plan:
         Base metric name and index into ``regions`` (-1 for metrics without threshold),
         in output order.
     regions : tuple of Region
+    pointing_tolerance : bool, default False
+        Whether the pointing game reads a hit region H (tolerance > 0) from the ``hit``
+        argument instead of using G.
     """
 
     saliency_shape: tuple[int, ...]
     reference_shape: tuple[int, ...]
     metrics: tuple[tuple[str, int], ...]
     regions: tuple[Region, ...]
+    pointing_tolerance: bool = False
 
     @property
     def needs_ranks(self) -> bool:
@@ -82,13 +85,16 @@ def _score_image(
     saliency: jax.Array,
     reference: jax.Array,
     roi: jax.Array,
+    hit: jax.Array,
     ks: jax.Array,
     taus: jax.Array,
     keys: jax.Array,
     sign_code: jax.Array,
+    spacing: jax.Array,
 ) -> jax.Array:
     """All metrics of the plan for one image; returns shape ``(len(plan.metrics),)``."""
-    s = apply_sign(resize_to(saliency, plan.reference_shape).ravel(), sign_code)
+    s_raw = resize_to(saliency, plan.reference_shape).ravel()
+    s = apply_sign(s_raw, sign_code)
     ref = reference.ravel()
     omega = roi.ravel()
     g = (ref > 0.5) & omega  # binary metrics only; validated to be 0/1 then
@@ -117,8 +123,18 @@ def _score_image(
         elif name == "rank_accuracy":
             assert ranks is not None
             out.append(kernels.rank_accuracy(ranks, g))
+        elif name == "pointing_game":
+            h = hit if plan.pointing_tolerance else None
+            out.append(kernels.pointing_game(s, g, omega, h))
         elif name in _BINARY:
             out.append(_BINARY[name](s, g, omega))
+        elif name == "spearman_abs":
+            out.append(graded.spearman_abs(s_raw, ref, omega))
+        elif name == "ssim":
+            out.append(similarity.ssim(s, ref, omega, plan.reference_shape))
+        elif name == "peak_distance":
+            coords = distance.grid_coordinates(plan.reference_shape)
+            out.append(distance.peak_distance(s, ref, omega, coords, spacing))
         else:
             out.append(_GRADED[name](s, ref, omega))
     return jnp.stack(out).astype(jnp.float32)
@@ -131,15 +147,19 @@ def chunk_kernel(plan: Plan) -> Callable[..., jax.Array]:
     Returns
     -------
     callable
-        ``f(saliency, reference, roi, ks, taus, keys, sign_code) -> (C, M) float32``
-        with saliency ``(C, *saliency_shape)`` float32, reference
-        ``(C, *reference_shape)`` float32, roi the same shape bool, ks ``(C, n_top)``
+        ``f(saliency, reference, roi, hit, ks, taus, keys, sign_code, spacing) -> (C, M)``
+        float32, with saliency ``(C, *saliency_shape)`` float32, reference
+        ``(C, *reference_shape)`` float32, roi the same shape bool, hit ``(C, P)`` bool
+        when ``plan.pointing_tolerance`` (else ``(C, 1)``, unused), ks ``(C, n_top)``
         int32, and, shared by all images, taus ``(n_fixed,)`` float32, keys ``(P,)``
-        uint32 and sign_code an int32 scalar (see :func:`.preprocess.apply_sign`).
+        uint32, sign_code an int32 scalar (see :func:`.preprocess.apply_sign`) and
+        spacing ``(D,)`` float32 (mm per axis; traced, so a new spacing does not
+        recompile).
     """
 
-    def per_image(sal: jax.Array, ref: jax.Array, roi: jax.Array, ks: jax.Array,
-                  taus: jax.Array, keys: jax.Array, sign_code: jax.Array) -> jax.Array:  # fmt: skip
-        return _score_image(plan, sal, ref, roi, ks, taus, keys, sign_code)
+    def per_image(sal: jax.Array, ref: jax.Array, roi: jax.Array, hit: jax.Array,
+                  ks: jax.Array, taus: jax.Array, keys: jax.Array, sign_code: jax.Array,
+                  spacing: jax.Array) -> jax.Array:  # fmt: skip
+        return _score_image(plan, sal, ref, roi, hit, ks, taus, keys, sign_code, spacing)
 
-    return jax.jit(jax.vmap(per_image, in_axes=(0, 0, 0, 0, None, None, None)))
+    return jax.jit(jax.vmap(per_image, in_axes=(0, 0, 0, 0, 0, None, None, None, None)))

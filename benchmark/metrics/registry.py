@@ -5,8 +5,9 @@ A metric name is ``name`` or ``name@threshold`` (METRICS.md, "Attention region")
 - ``0.5``: fixed threshold tau in [0, 1] on the min-max normalised map,
 - ``top15``: the K = 15 percent highest pixels (0 < K <= 100),
 - ``otsu``: Otsu's threshold on a 256-bin histogram of the normalised map,
-- ``tuned``: a threshold tuned on the validation split; parsed here, but a later stage
-  must resolve it to a number before :func:`benchmark.metrics.compute` is called.
+- ``tuned``: a threshold tuned on the validation split; parsed here, but the caller
+  must resolve it to a number with :func:`benchmark.metrics.tune_threshold` before
+  :func:`benchmark.metrics.compute` is called.
 """
 
 from __future__ import annotations
@@ -119,6 +120,13 @@ METRICS: dict[str, MetricSpec] = {
               "Σ min(Ŝ, Ŵ), each min-max normalised then divided by its sum"),
         _spec("kl", "lower", 0, _INF, False, "graded",
               "KL(W ‖ S) = Σ Ŵ log(ε + Ŵ / (Ŝ + ε)), ε = 2.2e-16, Ŝ Ŵ as in sim"),
+        _spec("spearman_abs", "higher", -1, 1, False, "graded",
+              "Spearman rank correlation of |S| and W (ignores the sign option)"),
+        _spec("ssim", "higher", -1, 1, False, "graded",
+              "mean SSIM of min-max normalised S and W, 7-pixel uniform windows inside Ω"),
+        _spec("peak_distance", "lower", 0, _INF, False, "graded",
+              "mm between the centroids of the maximal pixels of S and of W "
+              "(constant S: centroid of Ω)"),
     )
 }  # fmt: skip
 

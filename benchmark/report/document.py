@@ -153,9 +153,19 @@ def _gallery(ctx: ReportContext, run: Run, dataset: Dataset | None) -> str:
             + f"The layout follows figure 2 of the drowning study [@{narrative.JIIM}].\n\n")
 
 
-def _methods(ctx: ReportContext) -> str:
+def _methods(ctx: ReportContext, run: Run) -> str:
     versions = ctx.provenance.get("versions") or {}
     text = _heading("sec-methods") + narrative.methods_paragraph(ctx) + "\n"
+    thresholds = run.thresholds
+    if len(thresholds):
+        first = thresholds.iloc[0]
+        text += (
+            "### Tuned thresholds {#sec-tuned-thresholds}\n\n"
+            f"Metrics marked `@tuned` use, per model and method, the fixed threshold τ on the "
+            f"min-max normalised map that maximises the mean {md(first['metric'])} against the "
+            f"{md(first['reference'])} reference on split {md(first['split'])}; τ is then "
+            "frozen for every other split.\n\n" + tables.thresholds_table(thresholds) + "\n"
+        )
     if versions:
         text += "### Software\n\n" + tables.versions_table(dict(versions)) + "\n"
     return text
@@ -204,7 +214,7 @@ def build_document(run: Run, dataset: Dataset | None, ctx: ReportContext) -> str
         _classification(ctx, classification),
         _agreement(ctx, run),
         _gallery(ctx, run, dataset),
-        _methods(ctx),
+        _methods(ctx, run),
         _provenance(ctx),
         _heading("sec-references"),
         "::: {#refs}\n:::\n",

@@ -176,6 +176,17 @@ def metrics_tables(ctx: ReportContext, summary: pd.DataFrame) -> str:
     return "".join(out)
 
 
+def thresholds_table(thresholds: pd.DataFrame) -> str:
+    """Tuned thresholds: model, method, tau, mean score on the tuning split."""
+    rows = [
+        [md(r["model"]), md(r["method"]), f"{float(r['threshold']):.2f}",
+         f"{float(r['mean_score']):.3f}", _count(r["n_images"])]
+        for r in thresholds.to_dict("records")
+    ]
+    header = ["Model", "Method", "τ", "Mean IoU (tuning split)", "Images"]
+    return pipe_table(header, rows, "llrrr") if rows else ""
+
+
 def versions_table(versions: dict[str, Any]) -> str:
     """Package -> version, sorted by name."""
     rows = [[md(k), md(v)] for k, v in sorted(versions.items(), key=lambda kv: str(kv[0]))]

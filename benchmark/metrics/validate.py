@@ -1,0 +1,141 @@
+"""Input checks shared by :func:`~benchmark.metrics.compute` and the curve functions.
+
+Each public entry point has one ``_<name>_iv`` function that calls these helpers once,
+at the edge, and every message names the argument and what to do instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmark.metrics.preprocess import SIGNS
+from benchmark.metrics.registry import MetricSpec
+
+Array = Any  # numpy.ndarray | jax.Array | torch.Tensor
+
+
+def to_jax(x: Array, dtype: Any) -> jax.Array:
+    """numpy / torch / JAX -> JAX array of ``dtype``; torch goes through DLPack or numpy."""
+    if type(x).__module__.split(".")[0] == "torch":
+        x = x.detach()
+        if x.device.type != "cpu":
+            try:  # zero-copy onto an accelerator JAX can see
+                return jnp.asarray(jax.dlpack.from_dlpack(x), dtype=dtype)
+            except Exception:  # any DLPack failure (no GPU JAX, dtype) falls back to a copy
+                x = x.cpu()
+        x = x.numpy()
+    if isinstance(x, jax.Array):
+        return x.astype(dtype)
+    return jnp.asarray(np.asarray(x, dtype=dtype))
+
+
+def check_options(sign: str, seed: int, chunk_size: int) -> None:
+    """``sign`` in SIGNS, ``seed`` in [0, 2**32), ``chunk_size`` a positive integer."""
+    if sign not in SIGNS:
+        raise ValueError(f"`sign` must be one of {', '.join(SIGNS)}; got {sign!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or not (0 <= seed < 2**32):
+        raise ValueError(f"`seed` must be an integer in [0, 2**32); got {seed!r}")
+    if (
+        isinstance(chunk_size, bool)
+        or not isinstance(chunk_size, int | np.integer)
+        or (chunk_size < 1)
+    ):
+        raise ValueError(f"`chunk_size` must be a positive integer; got {chunk_size!r}")
+
+
+def standard_arrays(
+    saliency: Array, reference: Array, roi: Array | None
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Saliency and reference as float32, roi as bool (all True when None), all checked.
+
+    Raises
+    ------
+    ValueError
+        Mismatched shapes, non-finite saliency (naming the image), a non-boolean roi.
+    """
+    sal = to_jax(saliency, jnp.float32)
+    ref = to_jax(reference, jnp.float32)
+    check_shapes(sal.shape, ref.shape)
+    check_finite(sal)
+    if roi is None:
+        return sal, ref, jnp.ones(ref.shape, bool)
+    roi_arr = to_jax(roi, jnp.float32)
+    if roi_arr.shape != ref.shape:
+        raise ValueError(
+            f"`roi` shape {tuple(roi_arr.shape)} must equal the reference shape "
+            f"{tuple(ref.shape)}"
+        )
+    if not bool(jnp.all((roi_arr == 0) | (roi_arr == 1))):
+        raise ValueError("`roi` must be boolean (only 0/1 values)")
+    return sal, ref, roi_arr.astype(bool)
+
+
+def check_shapes(sal: tuple[int, ...], ref: tuple[int, ...]) -> None:
+    what = f"saliency shape {tuple(sal)} vs reference shape {tuple(ref)}"
+    if len(ref) not in (3, 4):
+        raise ValueError(f"expected (N, H, W) or (N, D, H, W) arrays; got {what}")
+    if len(sal) != len(ref) or sal[0] != ref[0]:
+        raise ValueError(f"saliency and reference must have the same N and rank; got {what}")
+    if any(s > r for s, r in zip(sal[1:], ref[1:], strict=True)):
+        raise ValueError(
+            f"saliency may be coarser than the reference (it is resized up) but not finer "
+            f"along any axis; got {what} (are the axes in the same order?)"
+        )
+    if any(s < 1 for s in sal[1:]) or any(r < 1 for r in ref[1:]):
+        raise ValueError(f"spatial axes must be non-empty; got {what}")
+
+
+def standard_spacing(spacing: Sequence[float] | None, ndim: int) -> tuple[float, ...]:
+    """``spacing`` as ``ndim`` positive floats (mm per axis); 1.0 each when None."""
+    if spacing is None:
+        return (1.0,) * ndim
+    try:
+        values = np.asarray(spacing, dtype=np.float64)
+    except (TypeError, ValueError):
+        values = np.full(0, np.nan)
+    if values.shape != (ndim,) or not np.all(np.isfinite(values) & (values > 0)):
+        raise ValueError(
+            f"`spacing` must be {ndim} positive finite numbers (mm per spatial axis); "
+            f"got {spacing!r}"
+        )
+    return tuple(float(v) for v in values)
+
+
+def check_finite(sal: jax.Array) -> None:
+    axes = tuple(range(1, sal.ndim))
+    bad = np.flatnonzero(~np.asarray(jnp.all(jnp.isfinite(sal), axis=axes)))
+    if bad.size:
+        more = f" (and {bad.size - 1} more: {bad[1:6].tolist()})" if bad.size > 1 else ""
+        raise ValueError(
+            f"saliency image {int(bad[0])} contains NaN or inf{more}; such maps are "
+            "rejected, fix or drop them upstream"
+        )
+
+
+def check_reference(ref: jax.Array, names: Sequence[str], specs: Sequence[MetricSpec]) -> None:
+    """Binary metrics need a 0/1 reference, every metric one in [0, 1] (named on error)."""
+    kinds = {spec.reference_kind for spec in specs}
+    if not kinds:
+        return
+    axes = tuple(range(1, ref.ndim))
+    if "binary" in kinds:
+        bad = np.flatnonzero(~np.asarray(jnp.all((ref == 0) | (ref == 1), axis=axes)))
+        if bad.size:
+            name = next(n for n, s in zip(names, specs, strict=True)
+                        if s.reference_kind == "binary")  # fmt: skip
+            raise ValueError(
+                f"metric {name!r} needs a binary reference (only 0/1) but reference image "
+                f"{int(bad[0])} has other values; binarise it (e.g. consensus) or use a "
+                "graded metric such as weighted_mass"
+            )
+    bad = np.flatnonzero(~np.asarray(jnp.all((ref >= 0) & (ref <= 1), axis=axes)))
+    if bad.size:
+        raise ValueError(
+            f"reference image {int(bad[0])} has values outside [0, 1] (or NaN); graded "
+            "references must be importance maps in [0, 1]"
+        )
