@@ -32,7 +32,7 @@ from benchmark.explainers import EXPLAINERS, check_methods, get_explainer
 from benchmark.metrics import METRICS, compute, parse_metric, tune_threshold
 from benchmark.models import LoadedModel, predict
 from benchmark.resolve import ResolvedDataset, resolve_dataset
-from benchmark.stats import classification_table, summarize
+from benchmark.stats import classification_table, compare, summarize
 
 console = Console(stderr=True)
 
@@ -304,7 +304,7 @@ def score_stage(
 
 
 def analyse_stage(p: Plan, scores: pd.DataFrame, predictions: pd.DataFrame) -> tuple[
-    pd.DataFrame, pd.DataFrame
+    pd.DataFrame, pd.DataFrame, pd.DataFrame
 ]:
     cfg = p.config
     strata = None
@@ -319,7 +319,18 @@ def analyse_stage(p: Plan, scores: pd.DataFrame, predictions: pd.DataFrame) -> t
         predictions, n_boot=cfg.n_boot, level=cfg.level, method=cfg.ci_method, seed=cfg.seed,
         threshold=cfg.threshold,
     )
-    return summary[store.SUMMARY_COLUMNS], classification[store.CLASSIFICATION_COLUMNS]
+    frames = [
+        compare(scores, family=family, n_boot=cfg.n_boot, level=cfg.level,
+                method=cfg.ci_method, weighting=cfg.weighting, seed=cfg.seed)
+        for family, n in (("methods", len(p.methods)), ("models", len(p.models)))
+        if n > 1
+    ]
+    comparisons = (
+        pd.concat(frames, ignore_index=True) if frames
+        else pd.DataFrame(columns=store.COMPARISONS_COLUMNS)
+    )
+    return (summary[store.SUMMARY_COLUMNS], classification[store.CLASSIFICATION_COLUMNS],
+            comparisons)
 
 
 def run(config: Any = None, *, on_plan: Callable[[Plan], None] | None = None,
@@ -352,7 +363,8 @@ def run(config: Any = None, *, on_plan: Callable[[Plan], None] | None = None,
     if len(thresholds):
         store.write_table(thresholds, p.out / store.THRESHOLDS)
     with _stage("analyse"):
-        summary, classification = analyse_stage(p, scores, predictions)
+        summary, classification, comparisons = analyse_stage(p, scores, predictions)
+        store.write_table(comparisons, p.out / store.COMPARISONS)
         store.write_table(summary, p.out / store.SUMMARY)
         store.write_table(summary, p.out / store.SUMMARY_CSV)
         store.write_table(classification, p.out / store.CLASSIFICATION)

@@ -205,6 +205,11 @@ class Run:
         return self._table(CLASSIFICATION)
 
     @property
+    def comparisons(self) -> pd.DataFrame:
+        """Paired differences of methods within models and models within methods."""
+        return self._table(COMPARISONS)
+
+    @property
     def thresholds(self) -> pd.DataFrame:
         """Tuned thresholds (``@tuned`` metrics), empty when the run used none."""
         if not (self.path / THRESHOLDS).exists():

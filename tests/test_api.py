@@ -115,3 +115,18 @@ def test_tuned_threshold_is_shown_in_the_report(tuned_run):
     assert "Tuned thresholds" in html
     tau = float(tuned_run.thresholds.threshold.iloc[0])
     assert f"{tau:.2f}" in html
+
+
+def test_comparisons_are_written_and_paired(small_run):
+    from benchmark.store import COMPARISONS_COLUMNS
+
+    comp = small_run.comparisons
+    assert list(comp.columns[: len(COMPARISONS_COLUMNS)]) == COMPARISONS_COLUMNS
+    # one model: only the methods family (gradcam vs random) exists
+    assert set(comp.family) == {"methods"}
+    row = comp[(comp.metric == "irrelevant_fraction@top15")].iloc[0]
+    s = small_run.summary
+    est = s[s.metric == "irrelevant_fraction@top15"].set_index("method")["estimate"]
+    assert row["diff"] == pytest.approx(est[row.a] - est[row.b], rel=1e-9)
+    assert row.ci_low <= row["diff"] <= row.ci_high and 0 < row.p <= 1
+    assert row.adj_method == "holm"

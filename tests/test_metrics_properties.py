@@ -280,8 +280,21 @@ def check(names, batch, **options):
     for name in names:
         want = [bf_metric(name, sal[i], ref[i], None if roi is None else roi[i], sign, seed,
                           **bf_options) for i in range(N)]  # fmt: skip
-        np.testing.assert_allclose(got[name], want, **TOL, err_msg=name)
+        tol = dict(TOL)
+        if name == "nss":
+            # nss sums z-scores over G, which cancel: the float32 kernel's error scales
+            # with the largest |z| (up to sqrt(N)), so atol is 1e-5 times that scale.
+            tol["atol"] = 1e-5 * max(1.0, _max_abs_z(sal, sign))
+        np.testing.assert_allclose(got[name], want, **tol, err_msg=name)
     return got
+
+
+def _max_abs_z(sal, sign):
+    s = np.asarray(sal, np.float64).reshape(len(sal), -1)
+    s = np.maximum(s, 0) if sign == "positive" else np.abs(s) if sign == "abs" else s
+    sd = s.std(axis=1, keepdims=True)
+    z = np.abs(s - s.mean(axis=1, keepdims=True)) / np.where(sd > 0, sd, 1.0)
+    return float(z.max())
 
 
 # --------------------------------------------------------------------------- metrics

@@ -10,6 +10,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from benchmark.metrics import ranking
 from benchmark.metrics.kernels import NAN, is_constant, tree_sum
 from benchmark.metrics.threshold import minmax_normalise
 
@@ -47,28 +48,40 @@ def cc(s: jax.Array, w: jax.Array, roi: jax.Array) -> jax.Array:
 def average_ranks(x: jax.Array, roi: jax.Array) -> jax.Array:
     """1-based average ranks of ``x`` among the pixels of Ω (ties share their mean rank).
 
-    ``rank = (#{< x} + #{<= x} + 1) / 2``, both counts from ``searchsorted`` on the
-    sorted Ω values (outside set to +inf). Values outside Ω are meaningless.
+    ``rank = (#{< x} + #{<= x} + 1) / 2`` over Ω, from the tie groups of one sort
+    (:func:`benchmark.metrics.ranking.average_ranks`). Values outside Ω are meaningless.
     """
-    inside = jnp.sort(jnp.where(roi, x, jnp.inf))
-    lt = jnp.searchsorted(inside, x, side="left")
-    le = jnp.searchsorted(inside, x, side="right")
-    return (lt + le + 1).astype(jnp.float32) / 2.0
+    return ranking.average_ranks(ranking.descending(x, roi))
 
 
-def spearman(s: jax.Array, w: jax.Array, roi: jax.Array) -> jax.Array:
-    """Pearson correlation of the average ranks of S and W over Ω. NaN when constant."""
-    return _pearson(average_ranks(s, roi), average_ranks(w, roi), roi)
+def spearman(
+    s: jax.Array,
+    w: jax.Array,
+    roi: jax.Array,
+    s_ranks: jax.Array | None = None,
+    w_ranks: jax.Array | None = None,
+) -> jax.Array:
+    """Pearson correlation of the average ranks of S and W over Ω. NaN when constant.
+
+    ``s_ranks`` / ``w_ranks``: :func:`average_ranks` of S / W when the caller already
+    has them (shared between metrics); None computes them here.
+    """
+    rs = average_ranks(s, roi) if s_ranks is None else s_ranks
+    rw = average_ranks(w, roi) if w_ranks is None else w_ranks
+    return _pearson(rs, rw, roi)
 
 
-def spearman_abs(s_raw: jax.Array, w: jax.Array, roi: jax.Array) -> jax.Array:
+def spearman_abs(
+    s_raw: jax.Array, w: jax.Array, roi: jax.Array, w_ranks: jax.Array | None = None
+) -> jax.Array:
     """Spearman rank correlation of |S| and W over Ω (average ranks for ties).
 
     Takes the resized map *before* the sign option: |S| is part of the definition
     (the sanity checks of Adebayo et al. compare absolute maps), so ``sign`` does not
-    change this metric. NaN when |S| or W is constant on Ω.
+    change this metric. NaN when |S| or W is constant on Ω. ``w_ranks`` as in
+    :func:`spearman`.
     """
-    return spearman(jnp.abs(s_raw), w, roi)
+    return spearman(jnp.abs(s_raw), w, roi, w_ranks=w_ranks)
 
 
 def _as_distribution(x: jax.Array, roi: jax.Array) -> jax.Array:

@@ -14,6 +14,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from benchmark.metrics.ranking import Ranking, counts_above, descending, to_pixels
+
 NAN = jnp.float32(jnp.nan)
 
 
@@ -114,22 +116,26 @@ def rank_accuracy(ranks: jax.Array, g: jax.Array) -> jax.Array:
     return _ratio(count(g & (ranks < n_g)), n_g)
 
 
-def auroc(s: jax.Array, g: jax.Array, roi: jax.Array) -> jax.Array:
+def auroc(s: jax.Array, g: jax.Array, roi: jax.Array, ranking: Ranking | None = None) -> jax.Array:
     """P(S_g > S_b) + ½ P(S_g = S_b) for g ∈ G, b ∈ Ω \\ G, exact with ties.
+
+    ``ranking`` is :func:`~benchmark.metrics.ranking.descending` of ``(s, roi)`` when the
+    caller shares one sort between metrics; None sorts here.
 
     Notes
     -----
     Mann–Whitney: ``AUC = Σ_{g ∈ G} (#{b: S_b < S_g} + ½ #{b: S_b = S_g}) / (n1 n0)``.
-    The two counts come from ``searchsorted`` (left and right) on the sorted background
-    values (non-background set to +inf, above every finite S). Each positive's share is
-    normalised by n0 before summing, so no float32 sum grows past n1.
+    The two counts, ``#{b: S_b < S_g}`` and ``#{b: S_b <= S_g}``, are exact integers from
+    the tie groups of the sorted map. Each positive's share is normalised by n0 before
+    summing, so no float32 sum grows past n1.
     NaN when G is empty or G = Ω.
     """
+    r = descending(s, roi) if ranking is None else ranking
     b = roi & ~g
     n1, n0 = count(g), count(b)
-    background = jnp.sort(jnp.where(b, s, jnp.inf))
-    below = jnp.searchsorted(background, s, side="left")
-    below_or_equal = jnp.searchsorted(background, s, side="right")
+    at_least, above = counts_above(r, b)
+    below = n0 - at_least  # #{b: S_b < S}
+    below_or_equal = n0 - above  # #{b: S_b <= S}
     twice = (below + below_or_equal).astype(jnp.float32)  # 2 #{<} + #{=}
     den = 2.0 * jnp.maximum(n0, 1).astype(jnp.float32)
     share = jnp.where(g, twice / den, 0.0)
@@ -137,22 +143,23 @@ def auroc(s: jax.Array, g: jax.Array, roi: jax.Array) -> jax.Array:
     return jnp.where((n1 > 0) & (n0 > 0), auc, NAN)
 
 
-def auprc(s: jax.Array, g: jax.Array, roi: jax.Array) -> jax.Array:
+def auprc(s: jax.Array, g: jax.Array, roi: jax.Array, ranking: Ranking | None = None) -> jax.Array:
     """Average precision of S ranking G over Ω (tied scores form one threshold).
+
+    ``ranking`` as in :func:`auroc`.
 
     Notes
     -----
     ``AP = Σ_t (R_t - R_{t-1}) P_t`` over the distinct values t of S (the
     scikit-learn definition) equals ``mean_{g ∈ G} TP(S_g) / PP(S_g)`` with
     ``TP(v) = #{g ∈ G: S_g >= v}`` and ``PP(v) = #{p ∈ Ω: S_p >= v}``, which is what is
-    computed here with ``searchsorted``. NaN when G is empty or G = Ω.
+    computed here from the tie groups of the sorted map (PP is one past the last
+    position of the pixel's tie group). NaN when G is empty or G = Ω.
     """
-    size = s.shape[0]
+    r = descending(s, roi) if ranking is None else ranking
     n1, n = count(g), count(roi)
-    everything = jnp.sort(jnp.where(roi, s, -jnp.inf))
-    positives = jnp.sort(jnp.where(g, s, -jnp.inf))
-    pp = size - jnp.searchsorted(everything, s, side="left")
-    tp = size - jnp.searchsorted(positives, s, side="left")
+    tp, _ = counts_above(r, g)
+    pp = to_pixels(r, r.last + 1)
     prec = jnp.where(g, tp.astype(jnp.float32) / jnp.maximum(pp, 1).astype(jnp.float32), 0.0)
     ap = tree_sum(prec) / jnp.maximum(n1, 1).astype(jnp.float32)
     return jnp.where((n1 > 0) & (n1 < n), ap, NAN)

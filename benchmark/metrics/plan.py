@@ -16,25 +16,20 @@ from functools import lru_cache
 import jax
 import jax.numpy as jnp
 
-from benchmark.metrics import distance, graded, kernels, similarity
+from benchmark.metrics import distance, graded, kernels, ranking, similarity
 from benchmark.metrics.preprocess import apply_sign, resize_to
-from benchmark.metrics.threshold import (
-    minmax_normalise,
-    otsu_threshold,
-    topk_ranks,
-)
+from benchmark.metrics.threshold import minmax_normalise, otsu_threshold
 
 # Metric name -> kernel for the metrics that take no threshold.
 _BINARY = {
     "mass_accuracy": kernels.mass_accuracy,
-    "auroc": kernels.auroc,
-    "auprc": kernels.auprc,
     "nss": kernels.nss,
 }
+# Metrics read from the one shared sort of S (:mod:`.ranking`).
+_SORTED = {"auroc": kernels.auroc, "auprc": kernels.auprc}
 _GRADED = {
     "weighted_mass": graded.weighted_mass,
     "cc": graded.cc,
-    "spearman": graded.spearman,
     "sim": graded.sim,
     "kl": graded.kl,
 }
@@ -79,6 +74,11 @@ class Plan:
             m == "rank_accuracy" for m, _ in self.metrics
         )
 
+    @property
+    def needs_sort(self) -> bool:
+        """Whether any metric reads the shared sort of S (:func:`.ranking.descending`)."""
+        return self.needs_ranks or any(m in _SORTED or m == "spearman" for m, _ in self.metrics)
+
 
 def _score_image(
     plan: Plan,
@@ -100,7 +100,21 @@ def _score_image(
     g = (ref > 0.5) & omega  # binary metrics only; validated to be 0/1 then
 
     s_norm = minmax_normalise(s, omega) if any(r.kind != "top" for r in plan.regions) else None
-    ranks = topk_ranks(s, omega, keys) if plan.needs_ranks else None
+    # One sort of S serves top-K, rank_accuracy, auroc, auprc and spearman; it carries
+    # the jitter tie-break only when top-K ranks are read (keys is a dummy otherwise).
+    shared = (
+        ranking.descending(s, omega, keys if plan.needs_ranks else None)
+        if plan.needs_sort
+        else None
+    )
+    ranks = shared.ranks if shared is not None and plan.needs_ranks else None
+    w_ranks: list[jax.Array] = []
+
+    def ranks_of_w() -> jax.Array:
+        if not w_ranks:
+            w_ranks.append(graded.average_ranks(ref, omega))
+        return w_ranks[0]
+
     overlaps: dict[int, dict[str, jax.Array]] = {}
 
     def overlap(i: int) -> dict[str, jax.Array]:
@@ -128,8 +142,14 @@ def _score_image(
             out.append(kernels.pointing_game(s, g, omega, h))
         elif name in _BINARY:
             out.append(_BINARY[name](s, g, omega))
+        elif name in _SORTED:
+            out.append(_SORTED[name](s, g, omega, shared))
+        elif name == "spearman":
+            assert shared is not None
+            s_ranks = ranking.average_ranks(shared)
+            out.append(graded.spearman(s, ref, omega, s_ranks, ranks_of_w()))
         elif name == "spearman_abs":
-            out.append(graded.spearman_abs(s_raw, ref, omega))
+            out.append(graded.spearman_abs(s_raw, ref, omega, ranks_of_w()))
         elif name == "ssim":
             out.append(similarity.ssim(s, ref, omega, plan.reference_shape))
         elif name == "peak_distance":

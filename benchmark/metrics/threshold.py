@@ -32,7 +32,8 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
+
+from benchmark.metrics.ranking import descending
 
 N_OTSU_BINS = 256
 
@@ -100,7 +101,9 @@ def minmax_normalise(s: jax.Array, roi: jax.Array) -> jax.Array:
     span = hi - lo
     # An empty roi gives span = -inf; a constant map span = 0: both normalise to 0.
     safe = jnp.where(span > 0, span, 1.0)
-    return jnp.where(span > 0, (s - lo) / safe, 0.0)
+    # Pixels at the maximum are exactly 1 (so ``@1`` keeps them): in float32,
+    # (max - lo) / (max - lo) need not round to 1 after the subtraction.
+    return jnp.where(span > 0, jnp.where(s >= hi, 1.0, (s - lo) / safe), 0.0)
 
 
 def topk_ranks(s: jax.Array, roi: jax.Array, keys: jax.Array) -> jax.Array:
@@ -119,11 +122,7 @@ def topk_ranks(s: jax.Array, roi: jax.Array, keys: jax.Array) -> jax.Array:
     jax.Array, shape (P,), int32
         ``A = (rank < k) & roi`` is the top-k region.
     """
-    size = s.shape[0]
-    idx = lax.iota(jnp.int32, size)
-    primary = jnp.where(roi, -s, jnp.inf)
-    _, _, order = lax.sort((primary, keys, idx), num_keys=3)
-    return jnp.zeros(size, jnp.int32).at[order].set(idx)
+    return descending(s, roi, keys).ranks
 
 
 def otsu_threshold(s_norm: jax.Array, roi: jax.Array) -> jax.Array:

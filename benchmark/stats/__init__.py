@@ -20,12 +20,15 @@ ci
     :func:`bootstrap_ci` and :class:`BootstrapResult` for one statistic.
 summary
     :func:`summarize`: the summary table of a tidy scores table.
+compare, permutation
+    :func:`compare`: paired differences, permutation p and multiplicity of pairs of cells.
 auroc, classification
     AUROC as a function of case weights; :func:`classification_table`.
 """
 
 from benchmark.stats.ci import BootstrapResult, ConfidenceInterval, bootstrap_ci
 from benchmark.stats.classification import classification_table
+from benchmark.stats.comparisons import compare
 from benchmark.stats.intervals import bca_interval, percentile_interval
 from benchmark.stats.resample import draw_counts
 from benchmark.stats.summary import summarize
@@ -36,6 +39,7 @@ __all__ = [
     "bca_interval",
     "bootstrap_ci",
     "classification_table",
+    "compare",
     "draw_counts",
     "percentile_interval",
     "summarize",

@@ -1,0 +1,300 @@
+"""Pairwise comparisons: paired bootstrap difference, permutation p, multiplicity (STATISTICS.md).
+
+:func:`compare` takes the tidy scores table :func:`~benchmark.stats.summarize` takes and
+returns one row per pair of methods (within a model) or of models (within a method), per
+split, reference and metric.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from statsmodels.stats.multitest import multipletests
+
+from benchmark.stats._validation import (
+    METHODS,
+    WEIGHTINGS,
+    check_choice,
+    check_columns,
+    check_int,
+    check_level,
+    check_n_boot,
+    check_seed,
+    check_unique_rows,
+)
+from benchmark.stats.aggregate import cell_case_sums, ratio_jackknife, ratio_terms
+from benchmark.stats.engine import CHUNK_ELEMENTS, ColumnIntervals, weighted_ratio
+from benchmark.stats.intervals import BCA, interval_from_sorted, sort_rows, standard_error_sorted
+from benchmark.stats.permutation import rank_biserial, sign_flip_pvalues, wilcoxon_pvalues
+from benchmark.stats.resample import draw_counts, split_seed
+
+FAMILIES = ("methods", "models")
+#: ``adjust`` -> the ``method`` passed to ``statsmodels.stats.multitest.multipletests``.
+ADJUSTMENTS = {"holm": "holm", "bh": "fdr_bh"}
+CELL = ["model", "split", "method", "reference", "metric"]
+CONTRACT_COLUMNS = (
+    "family", "split", "reference", "metric", "a", "b", "diff", "ci_low", "ci_high",
+    "p", "p_adj", "adj_method",
+)
+EXTRA_COLUMNS = ("within", "p_wilcoxon", "effect_size", "n_cases", "ci_method")
+#: family -> (column whose levels are compared, column held fixed).
+_ARMS = {"methods": ("method", "model"), "models": ("model", "method")}
+
+
+@dataclass(frozen=True)
+class _CompareInput:
+    scores: pd.DataFrame
+    values: np.ndarray
+    family: str
+    n_boot: int
+    level: float
+    method: str
+    weighting: str
+    seed: int
+    adjust: str
+    n_flips: int
+
+
+def _compare_iv(
+    scores: Any, family: Any, n_boot: Any, level: Any, method: Any, weighting: Any,
+    seed: Any, adjust: Any, n_flips: Any,
+) -> _CompareInput:
+    """Input validation and standardisation for :func:`compare`."""
+    family = check_choice(family, "family", FAMILIES)
+    adjust = check_choice(adjust, "adjust", tuple(ADJUSTMENTS))
+    frame = check_columns(scores, "scores", [*CELL, "case_id", "image_id", "value"])
+    try:
+        values = pd.to_numeric(frame["value"]).to_numpy(dtype=np.float64, na_value=np.nan)
+    except (TypeError, ValueError) as err:
+        raise ValueError("`scores['value']` must be numeric (NaN allowed).") from err
+    if np.isinf(values).any():
+        raise ValueError("`scores['value']` must be finite or NaN; it contains +-inf.")
+    for col in [*CELL, "case_id"]:
+        if frame[col].isna().any():
+            raise ValueError(f"`scores['{col}']` must not contain missing values.")
+    check_unique_rows(frame, "scores", [*CELL, "case_id", "image_id"])
+    return _CompareInput(
+        scores=frame, values=values, family=family, n_boot=check_n_boot(n_boot),
+        level=check_level(level), method=check_choice(method, "method", METHODS),
+        weighting=check_choice(weighting, "weighting", WEIGHTINGS), seed=check_seed(seed),
+        adjust=adjust, n_flips=check_int(n_flips, "n_flips", 1),
+    )
+
+
+def paired_bootstrap(
+    num_a: np.ndarray, den_a: np.ndarray, num_b: np.ndarray, den_b: np.ndarray,
+    counts: np.ndarray, *, level: float, method: str, keep_replicates: bool = False,
+) -> ColumnIntervals:
+    """Bootstrap interval of ``P`` differences ``theta_a - theta_b`` on shared draws.
+
+    Parameters
+    ----------
+    num_a, den_a, num_b, den_b : ndarray of float, shape (n_cases, P)
+        Per-case ratio terms (:func:`~benchmark.stats.aggregate.ratio_terms`) of the two
+        arms of each pair, already restricted to the paired cases (zero elsewhere).
+    counts : ndarray of int, shape (n_boot, n_cases)
+        One count matrix for all pairs (:func:`~benchmark.stats.draw_counts`).
+    level : float
+    method : {"bca", "percentile"}
+    keep_replicates : bool, default False
+        Also return the ``(n_boot, P)`` replicates of the differences.
+
+    Returns
+    -------
+    ColumnIntervals
+        ``estimate = theta_a(1) - theta_b(1)``; replicates ``theta_a(C_b) - theta_b(C_b)``
+        (paired: both arms on the same row of ``counts``); BCa acceleration from the
+        delete-one-case jackknife ``theta_a(1 - e_i) - theta_b(1 - e_i)``, percentile
+        fallback where BCa is undefined.
+    """
+    n_cases, k = num_a.shape
+    n_boot = counts.shape[0]
+    weights = np.empty((n_boot + 1, n_cases), dtype=np.float64)
+    weights[0] = 1.0
+    weights[1:] = counts
+    step = max(1, CHUNK_ELEMENTS // (n_boot + 1))
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("est", "lo", "hi", "m", "se", "r")}
+    for start in range(0, k, step):
+        c = slice(start, min(start + step, k))
+        diff = (weighted_ratio(weights, num_a[:, c], den_a[:, c])
+                - weighted_ratio(weights, num_b[:, c], den_b[:, c]))
+        theta = diff[0].copy()
+        if keep_replicates:
+            parts["r"].append(diff[1:].copy())
+        ordered, n_finite = sort_rows(np.ascontiguousarray(diff[1:].T))
+        jack = None
+        if method == BCA:
+            jack = (ratio_jackknife(num_a[:, c], den_a[:, c])
+                    - ratio_jackknife(num_b[:, c], den_b[:, c]))
+        low, high, used = interval_from_sorted(theta, ordered, n_finite, jack, level, method)
+        for name, part in zip(("est", "lo", "hi", "m"), (theta, low, high, used), strict=True):
+            parts[name].append(part)
+        parts["se"].append(standard_error_sorted(ordered, n_finite))
+
+    def cat(name: str, dtype: type = np.float64) -> np.ndarray:
+        return np.concatenate(parts[name]) if parts[name] else np.empty(0, dtype=dtype)
+
+    reps = None
+    if keep_replicates:
+        reps = np.concatenate(parts["r"], axis=1) if parts["r"] else np.empty((n_boot, 0))
+    return ColumnIntervals(
+        estimate=cat("est"), ci_low=cat("lo"), ci_high=cat("hi"), method=cat("m", object),
+        standard_error=cat("se"), replicates=reps,
+    )
+
+
+def _pairs(keys: pd.DataFrame, family: str) -> tuple[np.ndarray, np.ndarray]:
+    """Column indices ``(ia, ib)`` of every pair of cells of one split, in table order."""
+    arm, within = _ARMS[family]
+    ia: list[int] = []
+    ib: list[int] = []
+    for _, grp in keys.groupby(["reference", "metric", within], sort=True):
+        ordered = grp.sort_values(arm)
+        for x, y in itertools.combinations(ordered.index.to_numpy(), 2):
+            ia.append(int(x))
+            ib.append(int(y))
+    return np.asarray(ia, dtype=np.int64), np.asarray(ib, dtype=np.int64)
+
+
+def _compare_split(iv: _CompareInput, frame: pd.DataFrame, values: np.ndarray,
+                   split: Any) -> pd.DataFrame:
+    """All pairs of one split: one count matrix and one sign-flip matrix for all of them."""
+    arm, within = _ARMS[iv.family]
+    groups = frame.groupby(CELL, sort=True, observed=True)
+    keys = groups.size().index.to_frame(index=False)
+    case_codes, cases = pd.factorize(frame["case_id"].to_numpy(), sort=True)
+    sums, n_valid, _ = cell_case_sums(
+        values, groups.ngroup().to_numpy(dtype=np.int64), len(keys), case_codes, len(cases)
+    )
+    num, den = ratio_terms(sums, n_valid, iv.weighting)
+    ia, ib = _pairs(keys, iv.family)
+    paired = (n_valid[:, ia] > 0) & (n_valid[:, ib] > 0)
+    counts = draw_counts(len(cases), iv.n_boot, split_seed(iv.seed, split))
+    out = paired_bootstrap(
+        np.where(paired, num[:, ia], 0.0), np.where(paired, den[:, ia], 0.0),
+        np.where(paired, num[:, ib], 0.0), np.where(paired, den[:, ib], 0.0),
+        counts, level=iv.level, method=iv.method,
+    )
+    with np.errstate(divide="ignore", invalid="ignore"):
+        means = sums / n_valid
+    d = np.where(paired, means[:, ia] - means[:, ib], 0.0)
+    flip_seed = split_seed(iv.seed, f"{split}/sign-flips")
+    table = pd.DataFrame({
+        "family": iv.family,
+        "split": split,
+        "reference": keys["reference"].to_numpy()[ia],
+        "metric": keys["metric"].to_numpy()[ia],
+        "a": keys[arm].to_numpy()[ia],
+        "b": keys[arm].to_numpy()[ib],
+        "diff": out.estimate,
+        "ci_low": out.ci_low,
+        "ci_high": out.ci_high,
+        "p": sign_flip_pvalues(d, paired, n_flips=iv.n_flips, seed=flip_seed),
+        "within": keys[within].to_numpy()[ia],
+        "p_wilcoxon": wilcoxon_pvalues(d, paired),
+        "effect_size": rank_biserial(d, paired),
+        "n_cases": paired.sum(axis=0).astype(np.int64),
+        "ci_method": out.method,
+    })
+    return table
+
+
+def _adjust(table: pd.DataFrame, adjust: str) -> np.ndarray:
+    """Adjusted p per family instance ``(family, split, reference, metric)``; NaN stays NaN."""
+    p_adj = np.full(len(table), np.nan)
+    instances = table.groupby(["family", "split", "reference", "metric"], sort=False)
+    for idx in instances.indices.values():
+        p = table["p"].to_numpy()[idx]
+        ok = np.isfinite(p)
+        if ok.any():
+            p_adj[idx[ok]] = multipletests(p[ok], method=ADJUSTMENTS[adjust])[1]
+    return p_adj
+
+
+def compare(
+    scores: pd.DataFrame,
+    *,
+    family: str,
+    n_boot: int = 10_000,
+    level: float = 0.95,
+    method: str = "bca",
+    weighting: str = "case",
+    seed: int = 0,
+    adjust: str = "holm",
+    n_flips: int = 10_000,
+) -> pd.DataFrame:
+    """Paired comparisons of methods (within a model) or models (within a method).
+
+    Parameters
+    ----------
+    scores : DataFrame
+        Tidy table with columns ``model, split, method, case_id, image_id, reference,
+        metric, value`` (NaN allowed), one row per image and cell.
+    family : {"methods", "models"}
+        ``"methods"``: all pairs of methods within each (model, split, reference, metric);
+        ``"models"``: all pairs of models within each (method, split, reference, metric).
+    n_boot : int, default 10_000
+        Bootstrap replicates (>= 100).
+    level : float, default 0.95
+        Confidence level in (0, 1).
+    method : {"bca", "percentile"}, default "bca"
+        Interval of the difference; BCa falls back to percentile where undefined.
+    weighting : {"case", "image"}, default "case"
+        Estimand of each arm: mean of per-case means, or pooled image mean.
+    seed : int, default 0
+        Run seed. Split ``s`` draws ``draw_counts(n_cases_s, n_boot, split_seed(seed, s))``
+        over all case_ids of the split, exactly as :func:`~benchmark.stats.summarize`, and
+        the Monte Carlo sign flips from ``split_seed(seed, f"{s}/sign-flips")``.
+    adjust : {"holm", "bh"}, default "holm"
+        Multiplicity adjustment per family instance (family, split, reference, metric):
+        ``multipletests(p, method="holm")`` or ``method="fdr_bh"``.
+    n_flips : int, default 10_000
+        Monte Carlo sign vectors of the permutation test (exact when ``2**n <= n_flips``).
+
+    Returns
+    -------
+    DataFrame
+        One row per pair, columns ``family, split, reference, metric, a, b, diff, ci_low,
+        ci_high, p, p_adj, adj_method`` then ``within`` (the model for ``"methods"``, the
+        method for ``"models"``), ``p_wilcoxon``, ``effect_size``, ``n_cases``,
+        ``ci_method``. ``a < b`` in sort order; ``diff = estimate(a) - estimate(b)``.
+
+    Notes
+    -----
+    Pairing: a case enters a pair only if it has a non-NaN value in both arms; both
+    estimates, the interval and the tests use those ``n_cases`` cases only (so ``diff``
+    equals the difference of :func:`summarize`'s estimates when no case is missing from
+    either arm). Interval: replicates ``theta_a(C_b) - theta_b(C_b)`` on the split's one
+    count matrix (a paired bootstrap), BCa with the delete-one-case jackknife. ``p``: the
+    two-sided sign-flip test of the case-level differences ``d_i`` of case means
+    (statistic ``|mean d|``), see :func:`benchmark.stats.permutation.sign_flip_pvalues`;
+    ``p_wilcoxon``: ``scipy.stats.wilcoxon(d, zero_method="zsplit")``; ``effect_size``:
+    matched-pairs rank-biserial correlation (Kerby 2014). ``p_adj`` is NaN where ``p`` is.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> rows = [dict(model="m", split="test", method=meth, case_id=c, image_id=0,
+    ...              reference="mask", metric="iou", value=v + (0.1 if meth == "ig" else 0))
+    ...         for c, v in enumerate([0.2, 0.5, 0.4, 0.7]) for meth in ("gradcam", "ig")]
+    >>> t = compare(pd.DataFrame(rows), family="methods", n_boot=200)
+    >>> t[["a", "b", "diff", "p", "effect_size", "n_cases"]].round(3).to_dict("records")
+    [{'a': 'gradcam', 'b': 'ig', 'diff': -0.1, 'p': 0.125, 'effect_size': -1.0, 'n_cases': 4}]
+    """
+    iv = _compare_iv(scores, family, n_boot, level, method, weighting, seed, adjust, n_flips)
+    frame = iv.scores.reset_index(drop=True)
+    parts = []
+    for split in sorted(frame["split"].unique()):
+        rows = np.flatnonzero((frame["split"] == split).to_numpy())
+        parts.append(_compare_split(iv, frame.iloc[rows], iv.values[rows], split))
+    if parts:
+        table = pd.concat(parts, ignore_index=True)
+    else:
+        table = pd.DataFrame({c: [] for c in (*CONTRACT_COLUMNS[:10], *EXTRA_COLUMNS)})
+    table.insert(10, "p_adj", _adjust(table, iv.adjust))
+    table.insert(11, "adj_method", iv.adjust)
+    return table
