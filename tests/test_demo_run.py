@@ -49,7 +49,8 @@ def _auc(run, model, split):
 def test_run_directory_follows_the_contract(demo_run):
     run, _ = demo_run
     for name in ("config.yaml", "provenance.json", "predictions.parquet", "scores.parquet",
-                 "summary.parquet", "summary.csv", "classification.parquet", "report.qmd",
+                 "summary.parquet", "summary.csv", "classification.parquet",
+                 "comparisons.parquet", "report.qmd",
                  "report.html"):
         assert (run.path / name).is_file(), name
     assert list(run.predictions.columns) == PREDICTIONS_COLUMNS
