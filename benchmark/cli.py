@@ -192,7 +192,7 @@ def metrics(
     """List the metrics: direction, range, threshold, reference kind, definition."""
     from benchmark.metrics import list_metrics
 
-    _print_frame(list_metrics(), "metrics (name@threshold: 0.5, top15, otsu)", as_json)
+    _print_frame(list_metrics(), "metrics (region metrics take @threshold: 0.5, top15, otsu or tuned)", as_json)
 
 
 @app.command()
