@@ -116,6 +116,7 @@ def run(
     stratify: Annotated[bool, Opt(help="Stratify the case bootstrap by label.")] = False,
     seed: Annotated[int | None, Opt(help="Seed of every random draw [default: 0].")] = None,
     sign: Annotated[str | None, Opt(help="positive, abs or signed saliency [default: positive].")] = None,
+    roi: Annotated[bool, Opt("--roi", help="Restrict every metric to the region of interest (the body mask).")] = False,
     explain: Annotated[str | None, Opt(help="positive (positive-label images) or all [default: positive].")] = None,
     batch_size: Annotated[int | None, Opt(help="Images per explainer batch [default: 64].")] = None,
     report: Annotated[bool, Opt(help="Render report.html at the end.")] = True,
@@ -132,6 +133,8 @@ def run(
     )
     if stratify:
         overrides["stratify"] = True
+    if roi:
+        overrides["roi"] = True
     if not report:
         overrides["report"] = False
     with user_errors():

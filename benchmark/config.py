@@ -56,6 +56,7 @@ class RunConfig(BaseModel):
     splits: list[str] = Field(default_factory=lambda: ["test", "shifted"])
     explain: Literal["positive", "all"] = "positive"
     sign: Literal["positive", "abs", "signed"] = "positive"
+    roi: bool = False  # restrict every metric to the dataset's region of interest (body)
     n_boot: Annotated[int, Field(ge=100, le=1_000_000)] = 10_000
     level: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.95
     ci_method: Literal["bca", "percentile"] = "bca"

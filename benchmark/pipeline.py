@@ -242,6 +242,7 @@ def _tune(p: Plan, maps: np.ndarray, meta: pd.DataFrame, pos: np.ndarray) -> dic
         res = tune_threshold(
             maps[sel], ds.reference(pos[sel], p.tune_reference), metric=TUNED_METRIC,
             sign=p.config.sign, seed=p.config.seed,
+            roi=ds.roi(pos[sel]) if p.config.roi else None,
         )
     except ValueError as err:
         raise BenchError(f"cannot tune a threshold: {err}") from None
@@ -292,6 +293,7 @@ def score_stage(
             values = compute(
                 maps_k, ds.reference(pos_k, ref), list(dict.fromkeys(names.values())),
                 sign=p.config.sign, seed=p.config.seed, spacing=ds.spacing,
+                roi=ds.roi(pos_k) if p.config.roi else None,
             )
             for metric, resolved in names.items():
                 f = meta_k.copy()

@@ -130,3 +130,20 @@ def test_comparisons_are_written_and_paired(small_run):
     assert row["diff"] == pytest.approx(est[row.a] - est[row.b], rel=1e-9)
     assert row.ci_low <= row["diff"] <= row.ci_high and 0 < row.p <= 1
     assert row.adj_method == "holm"
+
+
+def test_roi_option_restricts_the_metrics_to_the_body(tmp_path):
+    from benchmark.metrics import compute
+    from benchmark.resolve import resolve_dataset
+
+    run = benchmark.run(models=["clean"], methods=["random"], splits=["test"], n_boot=200,
+                        metrics=["irrelevant_fraction@top15"], references=["consensus"],
+                        roi=True, out=str(tmp_path / "roi"), report=False)
+    ids, maps = run.maps("clean", "random")
+    ds = resolve_dataset(None, None, ["test"]).dataset
+    pos = ds.positions(ids)
+    want = compute(maps, ds.reference(pos, "consensus"), ["irrelevant_fraction@top15"],
+                   roi=ds.roi(pos))["irrelevant_fraction@top15"]
+    got = run.scores.set_index("image_id").loc[ids, "value"].to_numpy()
+    assert np.allclose(got, want)
+    assert run.config["roi"] is True

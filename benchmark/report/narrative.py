@@ -177,6 +177,9 @@ def methods_paragraph(ctx: ReportContext) -> str:
         f"{md(ctx.headline_reference)}"
         + (f", the share of the attention region outside the annotated findings [@{JIIM}]"
            if metric_base(ctx.headline_metric) == "irrelevant_fraction" else "")
+        + ". Region of interest: "
+        + ("every metric was restricted to the dataset's region of interest (body mask)"
+           if cfg.get("roi") else "none (metrics over the whole image)")
         + ".",
         f"Uncertainty: the resampling unit is the case (all images of a drawn case are "
         f"kept, because slices of one case are not independent); B = {md(n_boot)} bootstrap "
@@ -188,12 +191,16 @@ def methods_paragraph(ctx: ReportContext) -> str:
         "and case-level AUROC with case-bootstrap intervals; accuracy, sensitivity and "
         "specificity with Wilson intervals.",
     ]
-    adjust = cfg.get("adjust") or cfg.get("correction")
-    if adjust:
-        paragraphs.append(
-            f"Pairwise comparisons form one family per metric and comparison kind, adjusted "
-            f"with {md(adjust)}."
-        )
+    adjust = cfg.get("adjust") or cfg.get("correction") or "Holm"
+    paragraphs.append(
+        "Pairwise comparisons (methods within a model, models within a method; "
+        "`comparisons.parquet`): difference of the estimates with a paired case-bootstrap "
+        "interval on the same draws, a two-sided paired sign-flip permutation test on "
+        "case-level differences (exact when 2^n is small, else 10,000 flips), the Wilcoxon "
+        "signed-rank test (zsplit) as a second opinion and the matched-pairs rank-biserial "
+        f"effect size; p-values are adjusted with {md(adjust)} within each family (one "
+        "family per split, reference, metric and comparison kind)."
+    )
     return "\n\n".join(paragraphs) + "\n"
 
 
