@@ -32,7 +32,7 @@ from benchmark.explainers import EXPLAINERS, check_methods, get_explainer
 from benchmark.metrics import METRICS, compute, parse_metric, tune_threshold
 from benchmark.models import LoadedModel, predict
 from benchmark.resolve import ResolvedDataset, resolve_dataset
-from benchmark.stats import classification_table, compare, summarize
+from benchmark.stats import classification_table, compare, friedman, summarize
 
 console = Console(stderr=True)
 
@@ -250,6 +250,10 @@ def _tune(p: Plan, maps: np.ndarray, meta: pd.DataFrame, pos: np.ndarray) -> dic
             "n_images": int(res.n_images)}
 
 
+def _lower_is_better(metric: str) -> bool:
+    return METRICS[parse_metric(metric)[0].name].direction == "lower"
+
+
 def _resolve_metrics(metrics: list[str], threshold: float | None) -> dict[str, str]:
     """``name@tuned`` -> ``name@<tau>`` for compute(); other names map to themselves."""
     out = {}
@@ -367,6 +371,8 @@ def run(config: Any = None, *, on_plan: Callable[[Plan], None] | None = None,
     with _stage("analyse"):
         summary, classification, comparisons = analyse_stage(p, scores, predictions)
         store.write_table(comparisons, p.out / store.COMPARISONS)
+        omnibus = friedman(scores, lower_is_better=_lower_is_better)
+        store.write_table(omnibus, p.out / store.OMNIBUS)
         store.write_table(summary, p.out / store.SUMMARY)
         store.write_table(summary, p.out / store.SUMMARY_CSV)
         store.write_table(classification, p.out / store.CLASSIFICATION)

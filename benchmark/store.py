@@ -52,6 +52,7 @@ SUMMARY_CSV = "summary.csv"
 CLASSIFICATION = "classification.parquet"
 COMPARISONS = "comparisons.parquet"
 THRESHOLDS = "thresholds.parquet"
+OMNIBUS = "omnibus.parquet"
 REPORT_QMD = "report.qmd"
 REPORT_HTML = "report.html"
 MAPS = "maps"
@@ -208,6 +209,11 @@ class Run:
     def comparisons(self) -> pd.DataFrame:
         """Paired differences of methods within models and models within methods."""
         return self._table(COMPARISONS)
+
+    @property
+    def omnibus(self) -> pd.DataFrame:
+        """Friedman test and Nemenyi critical difference over methods within each model."""
+        return self._table(OMNIBUS)
 
     @property
     def thresholds(self) -> pd.DataFrame:

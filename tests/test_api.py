@@ -147,3 +147,13 @@ def test_roi_option_restricts_the_metrics_to_the_body(tmp_path):
     got = run.scores.set_index("image_id").loc[ids, "value"].to_numpy()
     assert np.allclose(got, want)
     assert run.config["roi"] is True
+
+
+def test_omnibus_ranks_are_written(small_run):
+    om = small_run.omnibus
+    cell = om[(om.metric == "irrelevant_fraction@top15") & (om.split == "test")]
+    assert set(cell.method) == {"gradcam", "random"}
+    # two methods: mean ranks sum to k + 1 = 3, and no Friedman test
+    assert cell.mean_rank.sum() == pytest.approx(3.0) and cell.statistic.isna().all()
+    # irrelevant_fraction is lower-is-better: gradcam (lower) gets rank 1 more often
+    assert cell.set_index("method").mean_rank["gradcam"] < 1.5

@@ -50,7 +50,7 @@ def test_run_directory_follows_the_contract(demo_run):
     run, _ = demo_run
     for name in ("config.yaml", "provenance.json", "predictions.parquet", "scores.parquet",
                  "summary.parquet", "summary.csv", "classification.parquet",
-                 "comparisons.parquet", "report.qmd",
+                 "comparisons.parquet", "omnibus.parquet", "report.qmd",
                  "report.html"):
         assert (run.path / name).is_file(), name
     assert list(run.predictions.columns) == PREDICTIONS_COLUMNS

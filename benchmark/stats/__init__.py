@@ -30,6 +30,7 @@ from benchmark.stats.ci import BootstrapResult, ConfidenceInterval, bootstrap_ci
 from benchmark.stats.classification import classification_table
 from benchmark.stats.comparisons import compare
 from benchmark.stats.intervals import bca_interval, percentile_interval
+from benchmark.stats.omnibus import friedman, nemenyi_cd
 from benchmark.stats.resample import draw_counts
 from benchmark.stats.summary import summarize
 
@@ -41,6 +42,8 @@ __all__ = [
     "classification_table",
     "compare",
     "draw_counts",
+    "friedman",
+    "nemenyi_cd",
     "percentile_interval",
     "summarize",
 ]
