@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -241,17 +241,3 @@ def demo_train(
     for r in rows:
         table.add_row(r["name"], f"{r['confounder']:.2f}", r["sha256"], f"{r['seconds']:.1f}")
     out.print(table)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point for ``python -m benchmark``; returns the exit status."""
-    try:
-        app(args=argv, standalone_mode=False)
-    except typer.Exit as e:
-        return int(e.exit_code)
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
-
-
-_: Callable[..., Any] = main

@@ -121,7 +121,7 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
     return ".".join(str(p) for p in loc if p not in ("PhantomDataset",))
 
 
-def _suggest(loc: tuple[int | str, ...], model: type[BaseModel] | None) -> str:
+def _suggest(loc: tuple[int | str, ...]) -> str:
     """'did you mean' for a misspelled field, from the fields of the model at ``loc``."""
     key = str(loc[-1])
     fields: set[str] = set()
@@ -165,7 +165,7 @@ def load_manifest(path: str | Path | None = None) -> Manifest:
         errors = sorted(err.errors(), key=lambda x: x["type"] != "extra_forbidden")
         e = errors[0]
         loc = tuple(e["loc"])
-        hint = _suggest(loc, None) if e["type"] == "extra_forbidden" else ""
+        hint = _suggest(loc) if e["type"] == "extra_forbidden" else ""
         raise ManifestError(f"{path}: {_field_path(loc)}: {e['msg']}{hint}") from None
 
 

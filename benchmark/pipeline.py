@@ -29,7 +29,7 @@ from benchmark.config import ConfigError, RunConfig, make_config
 from benchmark.data.dataset import Dataset
 from benchmark.errors import BenchError
 from benchmark.explainers import EXPLAINERS, check_methods, get_explainer
-from benchmark.metrics import METRICS, compute, parse_metric, tune_threshold
+from benchmark.metrics import compute, parse_metric, tune_threshold
 from benchmark.models import LoadedModel, predict
 from benchmark.resolve import ResolvedDataset, resolve_dataset
 from benchmark.stats import classification_table, compare, friedman, summarize
@@ -126,10 +126,9 @@ def plan(config: Any = None, **overrides: Any) -> Plan:
     binary = [m for m, k in zip(cfg.metrics, kinds, strict=True) if k == "binary"]
     graded = [m for m, k in zip(cfg.metrics, kinds, strict=True) if k == "graded"]
     try:
-        head_spec, _ = parse_metric(cfg.headline_metric)
+        parse_metric(cfg.headline_metric)
     except ValueError as err:
         raise ConfigError(f"headline_metric: {err}") from None
-    del head_spec
     if cfg.out is None:
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         out = Path("runs") / f"{stamp}-{store.sha256_json(cfg.model_dump())[:6]}"
@@ -251,7 +250,7 @@ def _tune(p: Plan, maps: np.ndarray, meta: pd.DataFrame, pos: np.ndarray) -> dic
 
 
 def _lower_is_better(metric: str) -> bool:
-    return METRICS[parse_metric(metric)[0].name].direction == "lower"
+    return parse_metric(metric)[0].direction == "lower"
 
 
 def _resolve_metrics(metrics: list[str], threshold: float | None) -> dict[str, str]:
@@ -392,7 +391,7 @@ def run(config: Any = None, *, on_plan: Callable[[Plan], None] | None = None,
         "machine": {"node": platform.node(), "platform": platform.platform(),
                     "processor": platform.machine(), "user": getpass.getuser(),
                     "torch_threads": torch.get_num_threads()},
-        "metrics": {m: METRICS[parse_metric(m)[0].name].definition for m in cfg.metrics},
+        "metrics": {m: parse_metric(m)[0].definition for m in cfg.metrics},
     }
     store.write_json(provenance, p.out / store.PROVENANCE)
     run_dir = store.Run.open(p.out)

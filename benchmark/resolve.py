@@ -23,6 +23,7 @@ from benchmark.manifest import (
     verify_checkpoint,
 )
 from benchmark.models import LoadedModel, load_checkpoint
+from benchmark.store import sha256_file
 
 
 @dataclass
@@ -77,8 +78,6 @@ class ResolvedDataset:
     def load_model(self, name: str) -> LoadedModel:
         entry = self.model_entry(name)
         path = verify_checkpoint(entry, self.manifest.base)
-        from benchmark.store import sha256_file
-
         return load_checkpoint(
             path, name=name, sha256=entry.sha256 or sha256_file(path), factory=entry.factory,
             factory_kwargs=entry.factory_kwargs, target_layer=entry.target_layer,

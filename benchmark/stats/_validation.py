@@ -94,6 +94,17 @@ def check_columns(frame: Any, name: str, required: Sequence[str]) -> pd.DataFram
     return frame
 
 
+def check_values(frame: pd.DataFrame, name: str) -> np.ndarray:
+    """The ``value`` column of ``frame`` as float64: numeric, NaN allowed, never +-inf."""
+    try:
+        values = pd.to_numeric(frame["value"]).to_numpy(dtype=np.float64, na_value=np.nan)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"`{name}['value']` must be numeric (NaN allowed).") from err
+    if np.isinf(values).any():
+        raise ValueError(f"`{name}['value']` must be finite or NaN; it contains +-inf.")
+    return values
+
+
 def check_unique_rows(frame: pd.DataFrame, name: str, keys: Sequence[str]) -> None:
     """Raise if two rows of ``frame`` share the same ``keys`` (e.g. an image scored twice)."""
     dup = frame.duplicated(subset=list(keys))

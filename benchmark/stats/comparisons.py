@@ -25,6 +25,7 @@ from benchmark.stats._validation import (
     check_n_boot,
     check_seed,
     check_unique_rows,
+    check_values,
 )
 from benchmark.stats.aggregate import cell_case_sums, ratio_jackknife, ratio_terms
 from benchmark.stats.engine import CHUNK_ELEMENTS, ColumnIntervals, weighted_ratio
@@ -67,12 +68,7 @@ def _compare_iv(
     family = check_choice(family, "family", FAMILIES)
     adjust = check_choice(adjust, "adjust", tuple(ADJUSTMENTS))
     frame = check_columns(scores, "scores", [*CELL, "case_id", "image_id", "value"])
-    try:
-        values = pd.to_numeric(frame["value"]).to_numpy(dtype=np.float64, na_value=np.nan)
-    except (TypeError, ValueError) as err:
-        raise ValueError("`scores['value']` must be numeric (NaN allowed).") from err
-    if np.isinf(values).any():
-        raise ValueError("`scores['value']` must be finite or NaN; it contains +-inf.")
+    values = check_values(frame, "scores")
     for col in [*CELL, "case_id"]:
         if frame[col].isna().any():
             raise ValueError(f"`scores['{col}']` must not contain missing values.")

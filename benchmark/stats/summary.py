@@ -18,6 +18,7 @@ from benchmark.stats._validation import (
     check_n_boot,
     check_seed,
     check_unique_rows,
+    check_values,
 )
 from benchmark.stats.aggregate import cell_case_sums, ratio_terms
 from benchmark.stats.engine import bootstrap_columns
@@ -62,12 +63,7 @@ def _summarize_iv(
             f"got {by_list}."
         )
     frame = check_columns(scores, "scores", [*ID_COLUMNS, *by_list])
-    try:
-        values = pd.to_numeric(frame["value"]).to_numpy(dtype=np.float64, na_value=np.nan)
-    except (TypeError, ValueError) as err:
-        raise ValueError("`scores['value']` must be numeric (NaN allowed).") from err
-    if np.isinf(values).any():
-        raise ValueError("`scores['value']` must be finite or NaN; it contains +-inf.")
+    values = check_values(frame, "scores")
     if frame["case_id"].isna().any():
         raise ValueError("`scores['case_id']` must not contain missing values.")
     check_unique_rows(frame, "scores", [*by_list, "case_id", "image_id"])
