@@ -29,16 +29,30 @@ from benchmark.config import ConfigError, RunConfig, make_config
 from benchmark.data.dataset import Dataset
 from benchmark.errors import BenchError
 from benchmark.explainers import EXPLAINERS, check_methods, get_explainer
+from benchmark.human import human_scores
 from benchmark.metrics import compute, parse_metric, tune_threshold
 from benchmark.models import LoadedModel, predict
 from benchmark.resolve import ResolvedDataset, resolve_dataset
-from benchmark.stats import classification_table, compare, friedman, summarize
+from benchmark.stats import (
+    classification_table,
+    compare,
+    friedman,
+    mixed_model_table,
+    spearman_table,
+    summarize,
+)
+from benchmark.stats.baselines import flag_baselines
+from benchmark.stats.comparisons import CONTRACT_COLUMNS, EXTRA_COLUMNS
 
 console = Console(stderr=True)
 
 #: Split on which ``@tuned`` thresholds are chosen (METRICS.md), then frozen.
 TUNE_SPLIT = "val"
 TUNED_METRIC = "iou"
+
+#: Contrasts of the mixed model are against this method when the run has it: the floor
+#: of a map that knows nothing.
+MIXED_REFERENCE = "random"
 
 #: Packages whose versions go into provenance.json and the report.
 PROVENANCE_PACKAGES = [
@@ -202,12 +216,17 @@ def explain_stage(
     data_sha = store.sha256_json({"data": ds.sha256, "images": image_ids.tolist(),
                                   "input": p.data.input_config})
     index: dict[str, str] = {}
+    priors = {}
+    for method in p.methods:
+        if EXPLAINERS[method].info.needs_prior:
+            priors[method] = {"prior": p.data.mean_mask(p.tune_reference)}
     total = len(p.models) * len(p.methods)
     task = progress.add_task("explain", total=total * len(rows))
     for name in p.models:
         lm = loaded[name]
         for method in p.methods:
-            explainer = get_explainer(method, lm.module, layer=lm.layer())
+            explainer = get_explainer(method, lm.module, layer=lm.layer(),
+                                      **priors.get(method, {}))
             key = store.map_key(lm.sha256, explainer.config(), data_sha)
             index[f"{name}/{method}"] = key
             if store.load_maps(p.out, key) is not None:
@@ -308,34 +327,60 @@ def score_stage(
     return pd.concat(frames, ignore_index=True)[store.SCORES_COLUMNS], thresholds
 
 
-def analyse_stage(p: Plan, scores: pd.DataFrame, predictions: pd.DataFrame) -> tuple[
-    pd.DataFrame, pd.DataFrame, pd.DataFrame
-]:
+def human_stage(p: Plan) -> pd.DataFrame:
+    """The annotators' scores against each other (positive images of evaluated splits)."""
+    ds = p.data.dataset
+    rows = np.flatnonzero((ds.index["split"].isin(p.config.splits)
+                           & (ds.index["label"] == 1)).to_numpy())
+    return human_scores(ds, rows, p.config.references, p.binary_metrics, p.graded_metrics,
+                        sign=p.config.sign, seed=p.config.seed, roi=p.config.roi)
+
+
+def analyse_stage(
+    p: Plan, scores: pd.DataFrame, predictions: pd.DataFrame, human: pd.DataFrame
+) -> dict[str, pd.DataFrame]:
+    """Every statistics table of the run, keyed by its file name in the run directory."""
     cfg = p.config
     strata = None
     if cfg.stratify:
         strata = predictions.drop_duplicates("case_id").set_index("case_id")["label"]
+    boot: dict[str, Any] = dict(n_boot=cfg.n_boot, level=cfg.level, method=cfg.ci_method,
+                                seed=cfg.seed)
     summary = summarize(
-        scores, by=["model", "split", "method", "reference", "metric"], n_boot=cfg.n_boot,
-        level=cfg.level, method=cfg.ci_method, weighting=cfg.weighting, seed=cfg.seed,
-        strata=strata,
-    )
-    classification = classification_table(
-        predictions, n_boot=cfg.n_boot, level=cfg.level, method=cfg.ci_method, seed=cfg.seed,
-        threshold=cfg.threshold,
-    )
+        scores, by=["model", "split", "method", "reference", "metric"],
+        weighting=cfg.weighting, strata=strata, **boot,
+    )[store.SUMMARY_COLUMNS]
+    classification = classification_table(predictions, threshold=cfg.threshold, **boot)
     frames = [
-        compare(scores, family=family, n_boot=cfg.n_boot, level=cfg.level,
-                method=cfg.ci_method, weighting=cfg.weighting, seed=cfg.seed)
+        compare(scores, family=family, weighting=cfg.weighting, **boot).table
         for family, n in (("methods", len(p.methods)), ("models", len(p.models)))
         if n > 1
     ]
     comparisons = (
         pd.concat(frames, ignore_index=True) if frames
-        else pd.DataFrame(columns=store.COMPARISONS_COLUMNS)
+        else pd.DataFrame(columns=[*CONTRACT_COLUMNS, *EXTRA_COLUMNS])
     )
-    return (summary[store.SUMMARY_COLUMNS], classification[store.CLASSIFICATION_COLUMNS],
-            comparisons)
+    baselines = [m for m in p.methods if EXPLAINERS[m].info.is_baseline]
+    flags = flag_baselines(summary, comparisons, baselines, _lower_is_better)
+    summary = pd.concat([summary, flags], axis=1)
+    human_summary = summarize(
+        human, by=["split", "annotator", "reference", "metric"], weighting=cfg.weighting,
+        strata=None, **boot,
+    )
+    return {
+        store.SUMMARY: summary,
+        store.SUMMARY_CSV: summary,
+        store.CLASSIFICATION: classification[store.CLASSIFICATION_COLUMNS],
+        store.COMPARISONS: comparisons,
+        store.OMNIBUS: friedman(scores, lower_is_better=_lower_is_better),
+        store.HUMAN_SCORES: human,
+        store.HUMAN: human_summary,
+        store.CORRELATION: spearman_table(scores, predictions, strata=strata, **{
+            k: v for k, v in boot.items() if k != "method"}),
+        store.MIXED: mixed_model_table(
+            scores, level=cfg.level,
+            reference_method=MIXED_REFERENCE if MIXED_REFERENCE in p.methods else None),
+    }
 
 
 def run(config: Any = None, *, on_plan: Callable[[Plan], None] | None = None,
@@ -364,17 +409,13 @@ def run(config: Any = None, *, on_plan: Callable[[Plan], None] | None = None,
     with _progress() as progress:
         index = explain_stage(p, loaded, progress)
         scores, thresholds = score_stage(p, index, progress)
+        human = human_stage(p)
     store.write_table(scores, p.out / store.SCORES)
     if len(thresholds):
         store.write_table(thresholds, p.out / store.THRESHOLDS)
     with _stage("analyse"):
-        summary, classification, comparisons = analyse_stage(p, scores, predictions)
-        store.write_table(comparisons, p.out / store.COMPARISONS)
-        omnibus = friedman(scores, lower_is_better=_lower_is_better)
-        store.write_table(omnibus, p.out / store.OMNIBUS)
-        store.write_table(summary, p.out / store.SUMMARY)
-        store.write_table(summary, p.out / store.SUMMARY_CSV)
-        store.write_table(classification, p.out / store.CLASSIFICATION)
+        for name, table in analyse_stage(p, scores, predictions, human).items():
+            store.write_table(table, p.out / name)
 
     provenance = {
         "run_id": p.out.name,

@@ -25,6 +25,9 @@ from benchmark.manifest import (
 from benchmark.models import LoadedModel, load_checkpoint
 from benchmark.store import sha256_file
 
+#: Split the ``average_mask`` baseline is averaged over (STATISTICS.md, "Baselines").
+PRIOR_SPLIT = "train"
+
 
 @dataclass
 class ResolvedDataset:
@@ -63,6 +66,35 @@ class ResolvedDataset:
     @property
     def dataset(self) -> Dataset:
         return self.load()
+
+    @property
+    def prior_split(self) -> str:
+        """Split whose masks give the ``average_mask`` baseline: ``train`` if the dataset
+        has one, else the first split that is not evaluated (never the evaluated data)."""
+        names = list(self.entry.generator.splits)
+        if PRIOR_SPLIT in names:
+            return PRIOR_SPLIT
+        spare = [s for s in names if s not in self.splits]
+        if not spare:
+            raise ConfigError(
+                f"method 'average_mask' needs a split of {self.entry.name!r} that is not "
+                f"evaluated (e.g. {PRIOR_SPLIT!r}); splits: {', '.join(names)}"
+            )
+        return spare[0]
+
+    def mean_mask(self, reference: str = "consensus") -> np.ndarray:
+        """Mean ``reference`` mask over the positive images of :attr:`prior_split`:
+        (*spatial,) float32, the ``average_mask`` baseline's map."""
+        split = self.prior_split
+        ds = (self.dataset if split in self.splits
+              else generate(self.entry.generator.to_spec(), splits=[split]))
+        pos = np.flatnonzero(((ds.index["split"] == split) & (ds.index["label"] == 1)).to_numpy())
+        if pos.size == 0:
+            raise ConfigError(
+                f"method 'average_mask': split {split!r} of {self.entry.name!r} has no "
+                "positive images to average"
+            )
+        return ds.reference(pos, reference).mean(axis=0, dtype=np.float64).astype(np.float32)
 
     def to_input(self, images: np.ndarray) -> torch.Tensor:
         """HU images (k, *spatial) -> network input (k, 1, *spatial)."""

@@ -30,6 +30,9 @@ SUMMARY_COLUMNS = [
     "model", "split", "method", "reference", "metric", "estimate", "ci_low", "ci_high",
     "ci_method", "n_cases", "n_images", "n_nan",
 ]
+#: Appended to summary.parquet: the best null baseline of the cell and whether the
+#: explainer beats it (paired interval of the difference excludes 0), NA for baselines.
+BASELINE_COLUMNS = ["best_baseline", "beats_baseline"]
 CLASSIFICATION_COLUMNS = [
     "model", "split", "level", "metric", "estimate", "ci_low", "ci_high", "ci_method",
     "n_cases", "n_images",
@@ -53,6 +56,10 @@ CLASSIFICATION = "classification.parquet"
 COMPARISONS = "comparisons.parquet"
 THRESHOLDS = "thresholds.parquet"
 OMNIBUS = "omnibus.parquet"
+HUMAN_SCORES = "human_scores.parquet"
+HUMAN = "human.parquet"
+MIXED = "mixed.parquet"
+CORRELATION = "correlation.parquet"
 REPORT_QMD = "report.qmd"
 REPORT_HTML = "report.html"
 MAPS = "maps"
@@ -214,6 +221,32 @@ class Run:
     def omnibus(self) -> pd.DataFrame:
         """Friedman test and Nemenyi critical difference over methods within each model."""
         return self._table(OMNIBUS)
+
+    @property
+    def human_scores(self) -> pd.DataFrame:
+        """Each annotator's per-image scores against the others' reference."""
+        return self._optional(HUMAN_SCORES)
+
+    @property
+    def human(self) -> pd.DataFrame:
+        """The human benchmark: per annotator (and ``all``) estimates with intervals."""
+        return self._optional(HUMAN)
+
+    @property
+    def mixed(self) -> pd.DataFrame:
+        """Mixed-model sensitivity table: method effects with a random case intercept."""
+        return self._optional(MIXED)
+
+    @property
+    def correlation(self) -> pd.DataFrame:
+        """Spearman rho of model probability and each metric, with case-bootstrap interval."""
+        return self._optional(CORRELATION)
+
+    def _optional(self, name: str) -> pd.DataFrame:
+        """A table that runs of older versions may lack: empty frame if absent."""
+        if not (self.path / name).exists():
+            return pd.DataFrame()
+        return self._table(name)
 
     @property
     def thresholds(self) -> pd.DataFrame:

@@ -13,11 +13,16 @@ import numpy as np
 import pandas as pd
 
 from benchmark.data.dataset import Dataset
+from benchmark.human import human_scores
+from benchmark.stats import compare, friedman, summarize
 from benchmark.store import (
     CLASSIFICATION,
     CLASSIFICATION_COLUMNS,
+    COMPARISONS,
     CONFIG,
+    HUMAN,
     MAPS,
+    OMNIBUS,
     PREDICTIONS,
     PREDICTIONS_COLUMNS,
     PROVENANCE,
@@ -130,6 +135,16 @@ def make_run(
     write_table(pd.DataFrame(preds, columns=PREDICTIONS_COLUMNS), root / PREDICTIONS)
     write_table(_summary(scores_df), root / SUMMARY)
     write_table(_classification(models), root / CLASSIFICATION)
+    # The statistics tables come from the real functions on the fake scores.
+    comparisons = pd.concat([compare(scores_df, family=f, n_boot=500, seed=SEED).table
+                             for f in ("methods", "models")], ignore_index=True)
+    write_table(comparisons, root / COMPARISONS)
+    write_table(friedman(scores_df, lower_is_better=lambda m: m.startswith("irrelevant")),
+                root / OMNIBUS)
+    human = human_scores(dataset, np.flatnonzero(index["label"].to_numpy() == 1),
+                         REFERENCES, METRICS, [])
+    write_table(summarize(human, by=["split", "annotator", "reference", "metric"],
+                          n_boot=500, seed=SEED), root / HUMAN)
 
     keys = {}
     for model in models:

@@ -15,6 +15,7 @@ from benchmark import load_run
 from benchmark.cli import app
 from benchmark.explainers import EXPLAINERS
 from benchmark.store import (
+    BASELINE_COLUMNS,
     CLASSIFICATION_COLUMNS,
     PREDICTIONS_COLUMNS,
     SCORES_COLUMNS,
@@ -50,12 +51,13 @@ def test_run_directory_follows_the_contract(demo_run):
     run, _ = demo_run
     for name in ("config.yaml", "provenance.json", "predictions.parquet", "scores.parquet",
                  "summary.parquet", "summary.csv", "classification.parquet",
-                 "comparisons.parquet", "omnibus.parquet", "report.qmd",
-                 "report.html"):
+                 "comparisons.parquet", "omnibus.parquet", "human.parquet",
+                 "human_scores.parquet", "mixed.parquet", "correlation.parquet",
+                 "report.qmd", "report.html"):
         assert (run.path / name).is_file(), name
     assert list(run.predictions.columns) == PREDICTIONS_COLUMNS
     assert list(run.scores.columns) == SCORES_COLUMNS
-    assert list(run.summary.columns) == SUMMARY_COLUMNS
+    assert list(run.summary.columns) == SUMMARY_COLUMNS + BASELINE_COLUMNS
     assert list(run.classification.columns) == CLASSIFICATION_COLUMNS
     csv = pd.read_csv(run.path / "summary.csv")
     assert len(csv) == len(run.summary)
@@ -139,9 +141,63 @@ def test_rerun_reuses_the_cache_and_is_bit_identical(demo_run, tmp_path):
     again = load_run(run.path)
     maps_after = {p.name: p.stat().st_mtime_ns for p in (run.path / "maps").glob("*.npz")}
     assert maps_after == maps_before
-    pd.testing.assert_frame_equal(
-        pd.read_parquet(run.path / "summary.parquet"), again.summary, check_exact=True
-    )
+    for name in ("summary", "comparisons", "human", "correlation", "mixed"):
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(run.path / f"{name}.parquet"), getattr(again, name),
+            check_exact=True, obj=name,
+        )
+
+
+def test_average_mask_is_the_mean_training_consensus(demo_run):
+    from benchmark.demo.phantom import generate
+
+    run, _ = demo_run
+    train = generate(splits=["train"])
+    pos = np.flatnonzero(train.index["label"].to_numpy() == 1)
+    expected = train.reference(pos, "consensus").mean(axis=0)
+    _, maps = run.maps("clean", "average_mask")
+    assert np.allclose(maps, expected[None], atol=1e-6)
+
+
+def test_human_benchmark_has_every_annotator_and_the_pooled_band(demo_run):
+    run, _ = demo_run
+    h = run.human
+    assert set(h.annotator) == {"r1", "r2", "r3", "r4", "all"}
+    row = h[(h.annotator == "all") & (h.split == "test") & (h.reference == "consensus")
+            & (h.metric == "irrelevant_fraction@top15")].iloc[0]
+    hs = run.human_scores
+    sel = hs[(hs.annotator == "all") & (hs.split == "test") & (hs.reference == "consensus")
+             & (hs.metric == "irrelevant_fraction@top15")]
+    assert row.estimate == pytest.approx(sel.groupby("case_id").value.mean().mean())
+    assert row.ci_low < row.estimate < row.ci_high
+
+
+def test_baseline_flags_agree_with_the_paired_comparisons(demo_run):
+    run, _ = demo_run
+    s, c = run.summary, run.comparisons
+    cell = _cell(s, "shortcut")
+    base = cell.best_baseline
+    assert base in {"random", "center_prior", "average_mask"}
+    pair = c[(c.family == "methods") & (c.within == "shortcut") & (c.split == "test")
+             & (c.reference == "consensus") & (c.metric == "irrelevant_fraction@top15")
+             & (c[["a", "b"]].isin(["gradcam", base]).all(axis=1))].iloc[0]
+    low, high = (pair.ci_low, pair.ci_high) if pair.a == "gradcam" else (
+        -pair.ci_high, -pair.ci_low)
+    assert bool(cell.beats_baseline) == (high < 0)  # lower is better
+    assert s[s.method.isin(["random", "center_prior", "average_mask"])].beats_baseline.isna().all()
+
+
+def test_mixed_model_and_correlation_tables_cover_the_cells(demo_run):
+    run, _ = demo_run
+    m = run.mixed
+    sel = m[(m.model == "clean") & (m.split == "test") & (m.reference == "consensus")
+            & (m.metric == "irrelevant_fraction@top15")]
+    assert set(sel.reference_method) == {"random"}
+    assert set(sel.method) == set(EXPLAINERS) - {"random"}
+    gc = sel[sel.method == "gradcam"].iloc[0]
+    assert gc.estimate < 0 and gc.ci_high < 0  # Grad-CAM is far better than a random map
+    r = run.correlation
+    assert r.rho.dropna().between(-1, 1).all() and len(r) == len(run.summary)
 
 
 def test_methods_and_metrics_listings_are_json():

@@ -23,9 +23,19 @@ def x():
     return torch.rand(3, 1, 32, 32, generator=torch.Generator().manual_seed(1))
 
 
+PRIOR = np.linspace(0, 1, 32 * 32, dtype=np.float32).reshape(32, 32)
+
+
+def make(name, model, **options):
+    """Every method on the test model, with the dataset prior where it needs one."""
+    if EXPLAINERS[name].info.needs_prior:
+        options.setdefault("prior", PRIOR)
+    return get_explainer(name, model, layer=model.features[6], **options)
+
+
 @pytest.mark.parametrize("name", list(EXPLAINERS))
 def test_every_method_returns_one_map_per_image(name, model, x):
-    e = get_explainer(name, model, layer=model.features[6])
+    e = make(name, model)
     out = e.attribute(x, target=0)
     expected = (3, 8, 8) if name == "gradcam" else (3, 32, 32)
     assert tuple(out.shape) == expected
@@ -34,8 +44,8 @@ def test_every_method_returns_one_map_per_image(name, model, x):
 
 @pytest.mark.parametrize("name", list(EXPLAINERS))
 def test_every_method_is_deterministic(name, model, x):
-    a = get_explainer(name, model, layer=model.features[6]).attribute(x, target=0)
-    b = get_explainer(name, model, layer=model.features[6]).attribute(x, target=0)
+    a = make(name, model).attribute(x, target=0)
+    b = make(name, model).attribute(x, target=0)
     assert torch.equal(a, b)
 
 
@@ -110,4 +120,15 @@ def test_unknown_method_and_option_are_named(model):
 def test_listing_has_every_method_and_flags_baselines():
     table = list_methods()
     assert list(table.name) == list(EXPLAINERS)
-    assert set(table[table.baseline].name) == {"random", "center_prior"}
+    assert set(table[table.baseline].name) == {"random", "center_prior", "average_mask"}
+
+
+def test_average_mask_is_the_prior_for_every_image_and_keys_the_cache_by_it(model, x):
+    out = make("average_mask", model).attribute(x)
+    assert torch.equal(out, torch.from_numpy(PRIOR).expand(3, 32, 32))
+    other = make("average_mask", model, prior=PRIOR[::-1].copy())
+    assert other.config()["prior_sha256"] != make("average_mask", model).config()["prior_sha256"]
+    with pytest.raises(ValueError, match="needs `prior`"):
+        get_explainer("average_mask", model)
+    with pytest.raises(ValueError, match=r"prior has shape \(32, 32\), images have \(8, 8\)"):
+        make("average_mask", model).attribute(torch.zeros(1, 1, 8, 8))

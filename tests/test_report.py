@@ -208,8 +208,11 @@ def test_user_strings_are_escaped(tmp_path: Path) -> None:
     assert "<script>alert(" not in text
     assert "<img src=x" not in text
     assert html.escape(EVIL_MODEL) in text  # shown, as text
-    scripts = [a for tag, a in _parse(text).tags if tag == "script"]
-    assert len(scripts) == 2  # plotly.js and the forest plot, nothing injected
+    tags = _parse(text).tags
+    scripts = [a for tag, a in tags if tag == "script"]
+    figures = [a for tag, a in tags if "plotly-graph-div" in a.get("class", "")]
+    assert len(figures) == 2  # forest plot, critical-difference diagram
+    assert len(scripts) == 1 + len(figures)  # plotly.js and one per figure, nothing injected
 
 
 def test_markdown_escape_round_trips_through_pandoc() -> None:

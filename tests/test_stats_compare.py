@@ -61,7 +61,7 @@ def select(frame: pd.DataFrame, **keys: str) -> pd.DataFrame:
 
 
 def test_columns_are_the_contract_then_the_extras():
-    table = compare(make_scores(), family="methods", n_boot=200)
+    table = compare(make_scores(), family="methods", n_boot=200).table
     assert list(table.columns) == [*CONTRACT_COLUMNS, *EXTRA_COLUMNS]
     # 2 splits x 2 models x 2 metrics x C(3, 2) method pairs
     assert len(table) == 24
@@ -73,7 +73,7 @@ def test_columns_are_the_contract_then_the_extras():
 @pytest.mark.parametrize("weighting", ["case", "image"])
 def test_diff_equals_difference_of_summarize_estimates(family, weighting):
     scores = make_scores()
-    table = compare(scores, family=family, n_boot=200, weighting=weighting)
+    table = compare(scores, family=family, n_boot=200, weighting=weighting).table
     est = summarize(scores, by=CELL, n_boot=200, weighting=weighting).set_index(CELL)["estimate"]
     arm = "method" if family == "methods" else "model"
     for row in table.itertuples():
@@ -94,7 +94,7 @@ def test_interval_is_that_of_paired_replicate_differences_on_the_split_counts(me
     # seed 5: no row of the count matrix is all ones, so no replicate ties the estimate up
     # to rounding (a tie counts one half in z0, and the two computations round differently)
     assert not (draw_counts(10, 500, split_seed(5, "test")) == 1).all(axis=1).any()
-    table = compare(scores, family="methods", n_boot=500, seed=5, method=method)
+    table = compare(scores, family="methods", n_boot=500, seed=5, method=method).table
     row = table.iloc[0]
     cells = []
     for m in (row.a, row.b):
@@ -144,13 +144,13 @@ def brute_force_p(d: np.ndarray) -> float:
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_exact_permutation_p_equals_brute_force_enumeration(seed):
     d = np.random.default_rng(seed).normal(0.05, 0.1, 8)
-    table = compare(one_pair(d), family="methods", n_boot=200)
+    table = compare(one_pair(d), family="methods", n_boot=200).table
     assert table.p.iloc[0] == pytest.approx(brute_force_p(d), abs=1e-15)
     assert table.n_cases.iloc[0] == 8
 
 
 def test_permutation_p_is_one_when_all_differences_are_zero():
-    table = compare(one_pair(np.zeros(8)), family="methods", n_boot=200)
+    table = compare(one_pair(np.zeros(8)), family="methods", n_boot=200).table
     assert table.p.iloc[0] == 1.0
     assert np.isnan(table.p_wilcoxon.iloc[0])
     assert np.isnan(table.effect_size.iloc[0])
@@ -158,8 +158,8 @@ def test_permutation_p_is_one_when_all_differences_are_zero():
 
 def test_monte_carlo_p_is_deterministic_for_a_seed_and_has_the_plus_one_form():
     d = np.random.default_rng(3).normal(0.02, 0.1, 20)  # 2**20 > n_flips: Monte Carlo
-    p1 = compare(one_pair(d), family="methods", n_boot=200, n_flips=999, seed=5).p.iloc[0]
-    p2 = compare(one_pair(d), family="methods", n_boot=200, n_flips=999, seed=5).p.iloc[0]
+    p1 = compare(one_pair(d), family="methods", n_boot=200, n_flips=999, seed=5).table.p.iloc[0]
+    p2 = compare(one_pair(d), family="methods", n_boot=200, n_flips=999, seed=5).table.p.iloc[0]
     assert p1 == p2
     assert (p1 * 1000) == pytest.approx(round(p1 * 1000))
     assert 1 / 1000 <= p1 <= 1
@@ -175,7 +175,7 @@ def test_monte_carlo_p_counts_observed_once():
 def test_p_wilcoxon_equals_scipy():
     d = np.random.default_rng(4).normal(0.03, 0.1, 15)
     d[3] = 0.0
-    table = compare(one_pair(d), family="methods", n_boot=200)
+    table = compare(one_pair(d), family="methods", n_boot=200).table
     expected = stats.wilcoxon(table_d(d), zero_method="zsplit").pvalue
     assert table.p_wilcoxon.iloc[0] == pytest.approx(expected, rel=1e-12)
 
@@ -197,13 +197,13 @@ def test_effect_size_equals_hand_computed_rank_biserial():
 @pytest.mark.parametrize("sign", [1.0, -1.0])
 def test_effect_size_is_plus_minus_one_when_all_differences_share_a_sign(sign):
     d = sign * np.random.default_rng(5).uniform(0.01, 0.2, 9)
-    table = compare(one_pair(d), family="methods", n_boot=200)
+    table = compare(one_pair(d), family="methods", n_boot=200).table
     assert table.effect_size.iloc[0] == sign
 
 
 @pytest.mark.parametrize(("adjust", "sm_method"), [("holm", "holm"), ("bh", "fdr_bh")])
 def test_p_adj_equals_multipletests_per_family_instance(adjust, sm_method):
-    table = compare(make_scores(n_cases=6), family="methods", n_boot=200, adjust=adjust)
+    table = compare(make_scores(n_cases=6), family="methods", n_boot=200, adjust=adjust).table
     assert (table.adj_method == adjust).all()
     for _, grp in table.groupby(["family", "split", "reference", "metric"]):
         assert len(grp) == 6  # 2 models x 3 method pairs in one family instance
@@ -218,10 +218,10 @@ def test_cases_missing_in_one_arm_are_dropped_from_the_pair():
     nan = (full.method == "b") & (full.case_id == 4)
     frame = full[~drop].copy()
     frame.loc[nan[~drop], "value"] = np.nan
-    table = compare(frame, family="methods", n_boot=200)
+    table = compare(frame, family="methods", n_boot=200).table
     keep = np.setdiff1d(np.arange(10), [2, 4, 7])
     kept = full[full.case_id.isin(keep)]
-    ref = compare(kept, family="methods", n_boot=200)
+    ref = compare(kept, family="methods", n_boot=200).table
     assert table.n_cases.iloc[0] == 7
     assert table["diff"].iloc[0] == pytest.approx(ref["diff"].iloc[0], abs=1e-12)
     assert table.p.iloc[0] == ref.p.iloc[0] == pytest.approx(brute_force_p(table_d(d)[keep]))
@@ -240,7 +240,7 @@ def test_bad_arguments_raise_value_errors_naming_them(kwargs, message):
 
 
 def test_models_family_compares_models_within_each_method():
-    table = compare(make_scores(), family="models", n_boot=200)
+    table = compare(make_scores(), family="models", n_boot=200).table
     assert set(zip(table.a, table.b, strict=True)) == {("clean", "shortcut")}
     assert set(table.within) == {"gradcam", "ig", "rise"}
     assert len(table) == 2 * 3 * 2

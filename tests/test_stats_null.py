@@ -46,11 +46,11 @@ def _scores(seed: int) -> pd.DataFrame:
 
 def test_comparisons_are_bit_identical_for_a_seed():
     scores = _scores(1)
-    a = compare(scores, family="methods", n_boot=500, seed=7)
-    b = compare(scores.copy(), family="methods", n_boot=500, seed=7)
+    a = compare(scores, family="methods", n_boot=500, seed=7).table
+    b = compare(scores.copy(), family="methods", n_boot=500, seed=7).table
     pd.testing.assert_frame_equal(a, b, check_exact=True)
     # row order changes only the float summation order
-    c = compare(scores.sample(frac=1.0, random_state=0), family="methods", n_boot=500, seed=7)
+    c = compare(scores.sample(frac=1.0, random_state=0), family="methods", n_boot=500, seed=7).table
     pd.testing.assert_frame_equal(a.reset_index(drop=True), c.reset_index(drop=True),
                                   rtol=1e-12)
     assert len(a) == 3 and (a.adj_method == "holm").all()

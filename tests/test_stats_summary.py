@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmark.stats import bootstrap_ci, draw_counts, summarize
+from benchmark.stats import bootstrap_ci, compare, draw_counts, summarize
 from benchmark.stats.resample import split_seed
+from benchmark.store import write_table
 
 BY = ["model", "split", "method", "metric"]
 
@@ -97,6 +98,36 @@ def test_same_input_and_seed_give_bit_identical_tables(scores):
     pd.testing.assert_frame_equal(first, again, check_exact=True)
     other = summarize(scores, by=BY, n_boot=300, seed=5)
     assert not np.array_equal(first.ci_low, other.ci_low)
+
+
+def test_same_scores_and_seed_give_bit_identical_parquet_files(scores, tmp_path):
+    # STATISTICS.md, Determinism: same inputs, configuration and seed -> bit-identical
+    # summary tables. Checked on the files the run writes, not only on the frames.
+    frame = scores.assign(reference="mask")
+
+    def written(name: str, table: pd.DataFrame) -> bytes:
+        path = tmp_path / f"{name}.parquet"
+        write_table(table, path)
+        return path.read_bytes()
+
+    def both(seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+        return (summarize(frame, by=BY, n_boot=300, seed=seed),
+                compare(frame, family="methods", n_boot=300, n_flips=500, seed=seed).table)
+
+    summary, pairs = both(7)
+    summary_again, pairs_again = both(7)
+    assert written("summary", summary) == written("summary_again", summary_again)
+    assert written("compare", pairs) == written("compare_again", pairs_again)
+
+    # A different seed draws other count matrices: same estimates, other intervals.
+    summary_other, pairs_other = both(8)
+    assert written("summary", summary) != written("summary_other", summary_other)
+    assert written("compare", pairs) != written("compare_other", pairs_other)
+    np.testing.assert_array_equal(summary.estimate, summary_other.estimate)
+    np.testing.assert_array_equal(pairs["diff"], pairs_other["diff"])
+    for first, other in ((summary, summary_other), (pairs, pairs_other)):
+        assert not np.array_equal(first.ci_low, other.ci_low)
+        assert not np.array_equal(first.ci_high, other.ci_high)
 
 
 def test_row_order_does_not_matter_beyond_rounding(scores):

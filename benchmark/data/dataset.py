@@ -24,6 +24,40 @@ def reference_names(annotators: list[str]) -> list[str]:
     ]
 
 
+def combine_masks(masks: np.ndarray, name: str, annotators: list[str]) -> np.ndarray:
+    """The reference ``name`` from per-annotator masks (METRICS.md).
+
+    Parameters
+    ----------
+    masks : ndarray, shape (k, A, *spatial), bool
+        One binary mask per image and annotator.
+    name : str
+        ``consensus`` (at least half of the annotators), ``union``, ``intersection``,
+        ``annotator:<id>`` or ``graded`` (mean of the annotator masks).
+    annotators : list of str, length A
+
+    Returns
+    -------
+    ndarray, shape (k, *spatial), float32; binary except ``graded``.
+    """
+    if name == "consensus":
+        out = masks.sum(axis=1) * 2 >= masks.shape[1]
+    elif name == "union":
+        out = masks.any(axis=1)
+    elif name == "intersection":
+        out = masks.all(axis=1)
+    elif name == "graded":
+        return masks.mean(axis=1, dtype=np.float32)
+    elif name.startswith("annotator:") and name.split(":", 1)[1] in annotators:
+        out = masks[:, annotators.index(name.split(":", 1)[1])]
+    else:
+        raise ValueError(
+            f"unknown reference {name!r}; valid references: "
+            f"{', '.join(reference_names(annotators))}"
+        )
+    return out.astype(np.float32)
+
+
 @dataclass
 class Dataset:
     """Images with their labels and expert annotations.
@@ -93,27 +127,8 @@ class Dataset:
         return None if self.roi_array is None else self.roi_array[idx]
 
     def reference(self, idx: np.ndarray, name: str) -> np.ndarray:
-        """Reference maps at ``idx``: (k, *spatial) float32, binary except ``graded``.
-
-        ``consensus`` = at least half of the annotators, ``union``, ``intersection``,
-        ``annotator:<id>``, ``graded`` = mean of the annotator masks (METRICS.md).
-        """
-        m = self.masks[idx]
-        if name == "consensus":
-            out = m.sum(axis=1) * 2 >= m.shape[1]
-        elif name == "union":
-            out = m.any(axis=1)
-        elif name == "intersection":
-            out = m.all(axis=1)
-        elif name == "graded":
-            return m.mean(axis=1, dtype=np.float32)
-        elif name.startswith("annotator:") and name.split(":", 1)[1] in self.annotators:
-            out = m[:, self.annotators.index(name.split(":", 1)[1])]
-        else:
-            raise ValueError(
-                f"unknown reference {name!r}; valid references: {', '.join(self.references)}"
-            )
-        return out.astype(np.float32)
+        """Reference maps at ``idx``: (k, *spatial) float32, see :func:`combine_masks`."""
+        return combine_masks(self.masks[idx], name, self.annotators)
 
     @property
     def sha256(self) -> str:

@@ -13,7 +13,7 @@ import pandas as pd
 from torch import nn
 
 from benchmark.explainers.base import Explainer, MethodInfo
-from benchmark.explainers.baselines import CenterPrior, RandomMap
+from benchmark.explainers.baselines import AverageMask, CenterPrior, RandomMap
 from benchmark.explainers.cam import GradCAM
 from benchmark.explainers.gradient import (
     InputXGradient,
@@ -27,7 +27,7 @@ EXPLAINERS: dict[str, type[Explainer]] = {
     cls.info.name: cls
     for cls in (
         Saliency, InputXGradient, IntegratedGradients, SmoothGrad, GradCAM, Occlusion,
-        RandomMap, CenterPrior,
+        RandomMap, CenterPrior, AverageMask,
     )
 }
 

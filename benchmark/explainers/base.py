@@ -23,6 +23,7 @@ class MethodInfo:
     description: str
     needs_layer: bool = False
     is_baseline: bool = False
+    needs_prior: bool = False  # takes the dataset's mean training mask (``prior=``)
 
 
 class Explainer:

@@ -3,8 +3,10 @@ them has not shown it localises anything."""
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 
 from benchmark.explainers.base import Explainer, MethodInfo
@@ -43,3 +45,44 @@ class CenterPrior(Explainer):
         r2 = torch.stack([a**2 for a in axes]).sum(dim=0)
         prior = torch.exp(-r2 / (2 * float(self.options["sigma"]) ** 2))
         return prior.expand(inputs.shape[0], *spatial).clone()
+
+
+class AverageMask(Explainer):
+    """The mean expert mask of the training split: where findings usually are.
+
+    It is the same map for every image, so it measures how much of an explainer's
+    agreement a dataset-level prior already gives (STATISTICS.md, "Baselines").
+
+    Parameters
+    ----------
+    prior : ndarray, shape (*spatial,)
+        Mean reference mask over the positive training images; the pipeline computes it
+        (:meth:`benchmark.resolve.ResolvedDataset.mean_mask`).
+    """
+
+    info = MethodInfo(
+        "average_mask", "baseline", "zeng2024inconsistency",
+        "mean expert mask of the training split", is_baseline=True, needs_prior=True,
+    )
+    defaults: ClassVar[dict[str, Any]] = {"prior": None}
+
+    def __init__(self, model: Any, layer: Any = None, **options: Any) -> None:
+        super().__init__(model, layer, **options)
+        prior = self.options["prior"]
+        if prior is None:
+            raise ValueError("method 'average_mask' needs `prior`, the mean training mask")
+        self._prior = torch.as_tensor(np.asarray(prior, dtype=np.float32))
+
+    def config(self) -> dict[str, Any]:
+        digest = hashlib.sha256(self._prior.numpy().tobytes()).hexdigest()
+        return {"method": self.info.name, "prior_sha256": digest,
+                "prior_shape": list(self._prior.shape)}
+
+    def _attribute(self, inputs: torch.Tensor, target: int) -> torch.Tensor:
+        spatial = tuple(inputs.shape[2:])
+        if tuple(self._prior.shape) != spatial:
+            raise ValueError(
+                f"method 'average_mask': prior has shape {tuple(self._prior.shape)}, "
+                f"images have {spatial}"
+            )
+        return self._prior.expand(inputs.shape[0], *spatial).clone()

@@ -22,10 +22,8 @@ DEFAULT_HEADLINE_REFERENCE = "consensus"
 DEFAULT_GALLERY_METHOD = "gradcam"
 
 # Methods that explain nothing about the model: they give every metric a floor
-# (STATISTICS.md, "Baselines"): the registry's baselines plus those planned there.
-NULL_BASELINES = tuple(
-    name for name, cls in EXPLAINERS.items() if cls.info.is_baseline
-) + ("average_mask",)
+# (STATISTICS.md, "Baselines").
+NULL_BASELINES = tuple(name for name, cls in EXPLAINERS.items() if cls.info.is_baseline)
 
 # The split the headline sentences talk about: in-distribution test data if present.
 PREFERRED_SPLIT = "test"

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from benchmark.data.dataset import Dataset
-from benchmark.report import figures, gallery, narrative, tables
+from benchmark.report import comparisons, figures, gallery, narrative, tables
 from benchmark.report.context import ReportContext, lower_is_better
 from benchmark.report.escape import EMPTY_CELL, md, md_code, pipe_table, raw_html_block
 from benchmark.store import Run, atomic_open, sha256_json
@@ -29,6 +29,7 @@ SECTIONS = (
     ("sec-summary", "Summary"),
     ("sec-classification", "Classification"),
     ("sec-agreement", "Agreement with experts"),
+    ("sec-comparisons", "Comparisons"),
     ("sec-gallery", "Gallery"),
     ("sec-methods", "Methods"),
     ("sec-provenance", "Provenance"),
@@ -37,6 +38,7 @@ SECTIONS = (
 # Must not equal any id pandoc derives from a heading ("### Forest plot" -> "forest-plot"),
 # or Plotly draws into the <section> instead of the figure's <div>.
 FOREST_DIV_ID = "forest-plot-figure"
+CD_DIV_ID = "cd-diagram-figure"
 
 
 def asset_text(name: str) -> str:
@@ -102,9 +104,10 @@ def _summary(ctx: ReportContext, run: Run, classification: Any) -> str:
         + "\n"
         + f"Cells: estimate [{_level(ctx)} interval]. Method columns: "
         f"{md(ctx.headline_metric)} against the {md(ctx.headline_reference)} reference "
-        f"({lower} is better); {tables.NOT_ABOVE_BASELINE} = not better than the best null "
-        "baseline of the same model and split. AUROC at image level; case-level numbers in "
-        "the next section.\n\n"
+        f"({lower} is better); {tables.NOT_ABOVE_BASELINE} = not shown to beat the best null "
+        "baseline of the same model and split (the paired case-bootstrap interval of the "
+        "difference includes zero or favours the baseline). AUROC at image level; "
+        "case-level numbers in the next section.\n\n"
     )
 
 
@@ -122,7 +125,8 @@ def _classification(ctx: ReportContext, classification: Any) -> str:
 
 
 def _agreement(ctx: ReportContext, run: Run) -> str:
-    fig = figures.forest_figure(ctx, run.summary)
+    human = run.human
+    fig = figures.forest_figure(ctx, run.summary, human)
     return (
         _heading("sec-agreement")
         + "### Forest plot {#sec-forest-plot}\n\n"
@@ -138,7 +142,11 @@ def _agreement(ctx: ReportContext, run: Run) -> str:
         f"per model (panels) and method (rows); points are estimates, whiskers "
         f"{_level(ctx)} case-bootstrap intervals, colours the splits. Null baselines "
         "(open diamonds, grey band) show what a map without information about the model "
-        "scores.\n\n"
+        "scores. The green band is the human benchmark: each annotator scored against the "
+        f"{md(ctx.headline_reference)} of the other annotators, pooled, with its interval "
+        "(an explainer is not expected to agree with the experts better than they agree "
+        "with each other).\n\n"
+        + _human_section(ctx, human)
         + "### All metrics {#sec-all-metrics}\n\n"
         + tables.metrics_tables(ctx, run.summary)
         + f"Cells: estimate [{_level(ctx)} interval]; {tables.FALLBACK_INTERVAL} = "
@@ -146,6 +154,82 @@ def _agreement(ctx: ReportContext, run: Run) -> str:
         "fallback where BCa is undefined). *NaN images*: images where the metric is "
         "undefined (e.g. empty reference), dropped before aggregation.\n\n"
     )
+
+
+def _human_section(ctx: ReportContext, human: Any) -> str:
+    table = tables.human_table(ctx, human)
+    if not table:
+        return ""
+    return (
+        "### Agreement between the experts {#sec-human}\n\n"
+        + table
+        + f"\nEach annotator's mask scored as if it were a saliency map against the "
+        f"{md(ctx.headline_reference)} of the other annotators ({md(ctx.headline_metric)}; "
+        "*all* = mean over annotators per image), with the same case bootstrap "
+        f"({_level(ctx)} intervals). `@tuned` metrics use threshold 0.5 on the binary "
+        "mask, i.e. the mask itself.\n\n"
+    )
+
+
+def _comparisons(ctx: ReportContext, run: Run) -> str:
+    what = (f"{md(ctx.headline_metric)} against the {md(ctx.headline_reference)} reference "
+            f"on split {md(ctx.primary_split)}")
+    text = _heading("sec-comparisons")
+    pairs = run.comparisons
+    method_tables = [(m, comparisons.difference_matrix(ctx, pairs, m)) for m in ctx.models]
+    method_tables = [(m, t) for m, t in method_tables if t]
+    if method_tables:
+        text += (
+            "### Methods within each model {#sec-method-pairs}\n\n"
+            f"Paired differences (row − column) of {what}: estimate, {_level(ctx)} "
+            "case-bootstrap interval on shared draws, and the sign-flip permutation p "
+            f"adjusted within each model ({md(_adjust_name(pairs))}); "
+            f"{comparisons.SIGNIFICANT} = adjusted p < 0.05.\n\n"
+        )
+        for model, table in method_tables:
+            text += f"**{md(model)}**\n\n" + table + "\n"
+    models_table = comparisons.model_pairs_table(ctx, pairs)
+    if models_table:
+        text += ("### Models within each method {#sec-model-pairs}\n\n"
+                 f"Paired differences of {what} between models, per explainer; the "
+                 "Wilcoxon signed-rank p (zsplit) is a second opinion on the sign-flip p, "
+                 "the rank-biserial correlation the effect size.\n\n" + models_table + "\n")
+    fig = comparisons.cd_figure(ctx, run.omnibus)
+    if fig is not None:
+        text += (
+            "### Critical-difference diagram {#sec-cd-diagram}\n\n"
+            + raw_html_block(f'<div class="report-figure">{figures.figure_html(fig, CD_DIV_ID)}'
+                             "</div>")
+            + f"\nMean rank of each method over cases (Friedman test, cases as blocks; "
+            f"rank 1 = best) for {what}. Methods joined by a black bar are not "
+            "significantly different by the Nemenyi test (mean ranks closer than the "
+            "critical difference CD, α = 0.05).\n\n"
+        )
+    mixed = comparisons.mixed_table(ctx, run.mixed)
+    if mixed:
+        text += ("### Sensitivity: mixed model {#sec-mixed-model}\n\n"
+                 "A linear mixed model of the image-level scores, method as a fixed effect "
+                 "and a random intercept per case (statsmodels MixedLM, REML), fitted per "
+                 f"model for {what}. Its contrasts should agree with the bootstrap "
+                 "differences above; ICC = share of the variance between cases.\n\n"
+                 + mixed + "\n")
+    corr = comparisons.correlation_table(ctx, run.correlation)
+    if corr:
+        text += ("### Confidence and agreement {#sec-confidence-agreement}\n\n"
+                 f"Spearman correlation over cases between the model's probability and "
+                 f"{what} (per-case means; {_level(ctx)} case-bootstrap percentile "
+                 "interval). A model whose agreement rises with its confidence uses the "
+                 "findings when it is sure.\n\n" + corr + "\n")
+    if text == _heading("sec-comparisons"):
+        text += _callout("This run compares a single model and method: nothing to compare.")
+    return text
+
+
+def _adjust_name(pairs: Any) -> str:
+    names = {"holm": "Holm", "bh": "Benjamini-Hochberg"}
+    if pairs is None or pairs.empty:
+        return "Holm"
+    return ", ".join(names.get(str(a), str(a)) for a in sorted(pairs["adj_method"].unique()))
 
 
 def _gallery(ctx: ReportContext, run: Run, dataset: Dataset | None) -> str:
@@ -213,6 +297,7 @@ def build_document(run: Run, dataset: Dataset | None, ctx: ReportContext) -> str
         _summary(ctx, run, classification),
         _classification(ctx, classification),
         _agreement(ctx, run),
+        _comparisons(ctx, run),
         _gallery(ctx, run, dataset),
         _methods(ctx, run),
         _provenance(ctx),

@@ -21,6 +21,8 @@ from benchmark.report.tables import headline_frame
 # Okabe-Ito: distinguishable with the common colour-vision deficiencies; splits are few.
 SPLIT_COLOURS = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00"]
 BASELINE_FILL = "rgba(120, 120, 120, 0.10)"
+HUMAN_FILL = "rgba(0, 158, 115, 0.13)"  # Okabe-Ito bluish green, light
+HUMAN_LINE = "#009E73"
 _FIGURE_CONFIG = {"displaylogo": False, "responsive": True}
 
 
@@ -50,12 +52,30 @@ def forest_hover_key(model: str, method: str) -> str:
     return f"{html_text(model)} \u00b7 {html_text(method)}"
 
 
-def forest_figure(ctx: ReportContext, summary: pd.DataFrame) -> go.Figure:
+def human_band(ctx: ReportContext, human: pd.DataFrame | None) -> dict[str, Any] | None:
+    """The pooled human benchmark (all annotators against the others) of the headline
+    metric and reference on the primary split, or None when the run has none."""
+    if human is None or human.empty or "annotator" not in human.columns:
+        return None
+    sel = human[(human["annotator"] == "all") & (human["split"] == ctx.primary_split)
+                & (human["metric"] == ctx.headline_metric)
+                & (human["reference"] == ctx.headline_reference)]
+    recs = records(sel)
+    if not recs or is_missing(recs[0]["estimate"]):
+        return None
+    return recs[0]
+
+
+def forest_figure(
+    ctx: ReportContext, summary: pd.DataFrame, human: pd.DataFrame | None = None
+) -> go.Figure:
     """Forest plot of the headline metric: one panel per model, one row per method.
 
     Points are the estimates, whiskers the intervals, colour is the split (dodged
     vertically). Null baselines use open diamonds on a grey band so they read as a
-    floor, not as competitors.
+    floor, not as competitors. The human benchmark (annotators against the others, on
+    the primary split) is a green vertical band: its interval, with a line at its
+    estimate.
     """
     frame = headline_frame(ctx, summary)
     methods = ctx.methods
@@ -85,6 +105,7 @@ def forest_figure(ctx: ReportContext, summary: pd.DataFrame) -> go.Figure:
                 col=col,
             )
     _baseline_bands(fig, ctx, ypos)
+    _human_band(fig, ctx, human_band(ctx, human))
     # Legend entry explaining the open marker (no data, so nothing is drawn).
     fig.add_trace(
         go.Scatter(
@@ -163,6 +184,25 @@ def _baseline_bands(fig: go.Figure, ctx: ReportContext, ypos: dict[str, int]) ->
             y = ypos[method]
             fig.add_hrect(y0=y - 0.45, y1=y + 0.45, fillcolor=BASELINE_FILL, line_width=0,
                           layer="below", row="all", col="all")
+
+
+def _human_band(fig: go.Figure, ctx: ReportContext, band: dict[str, Any] | None) -> None:
+    if band is None:
+        return
+    lo, hi, est = band["ci_low"], band["ci_high"], float(band["estimate"])
+    if not (is_missing(lo) or is_missing(hi)):
+        fig.add_vrect(x0=float(lo), x1=float(hi), fillcolor=HUMAN_FILL, line_width=0,
+                      layer="below", row="all", col="all")
+    fig.add_vline(x=est, line={"color": HUMAN_LINE, "width": 1.5, "dash": "dash"},
+                  row="all", col="all")
+    fig.add_trace(
+        go.Scatter(
+            x=[None], y=[None], mode="lines",
+            name=f"experts vs each other ({html_text(ctx.primary_split)}): "
+                 f"{fmt_ci(est, lo, hi, 3)}",
+            line={"color": HUMAN_LINE, "dash": "dash"}, hoverinfo="skip",
+        )
+    )
 
 
 def _tick_label(ctx: ReportContext, method: str) -> str:

@@ -201,6 +201,25 @@ def methods_paragraph(ctx: ReportContext) -> str:
         f"effect size; p-values are adjusted with {md(adjust)} within each family (one "
         "family per split, reference, metric and comparison kind)."
     )
+    paragraphs.append(
+        "Floors, ceilings and checks. "
+        + ("`average_mask` is the mean consensus mask over the positive images of the "
+           "training split, the same map for every image: how much agreement a location "
+           "prior alone gives. " if "average_mask" in ctx.methods else "")
+        + "An explainer is flagged (†) when the paired case-bootstrap interval of its "
+        "difference from the best null baseline of the same model, split, reference and "
+        "metric does not lie entirely on the better side of zero. Human benchmark: each "
+        "annotator's mask is scored, with the same metrics and bootstrap, against the "
+        "reference built from the other annotators only, and the pooled band (mean over "
+        "annotators per image) is drawn beside the explainers. Many methods at once: "
+        "Friedman test with cases as blocks on per-case means, mean ranks and the Nemenyi "
+        "critical difference [@demsar2006statistical]. Sensitivity analysis: a linear mixed "
+        "model (statsmodels MixedLM, REML) of the image scores with the method as fixed "
+        "effect and a random intercept per case, contrasts against `random`, Wald "
+        "intervals. Confidence and agreement: Spearman correlation over cases between "
+        "the per-case mean probability and the per-case mean metric, with a percentile "
+        "case-bootstrap interval on the same draws."
+    )
     return "\n\n".join(paragraphs) + "\n"
 
 

@@ -44,11 +44,20 @@ def _rows_by_key(frame: pd.DataFrame) -> dict[Key, dict[str, Any]]:
 
 
 def not_above_baseline(ctx: ReportContext, headline: pd.DataFrame) -> set[Key]:
-    """Explainers whose headline estimate is no better than the best null baseline's.
+    """Explainers that do not beat the best null baseline of their model and split.
 
-    Compared per model and split on point estimates (the comparisons table, when the
-    report shows it, carries the paired test); a flag, not a verdict.
+    From ``summary.parquet``'s ``beats_baseline`` (the paired case-bootstrap interval of
+    the difference from the best baseline excludes zero, see
+    :func:`benchmark.stats.baselines.flag_baselines`); runs without that column fall
+    back to point estimates (estimate no better than the best baseline's).
     """
+    if "beats_baseline" in headline.columns:
+        return {
+            (str(r["model"]), str(r["split"]), str(r["method"]))
+            for r in records(headline)
+            if not ctx.is_baseline(str(r["method"])) and not is_missing(r["beats_baseline"])
+            and not bool(r["beats_baseline"])
+        }
     lower = lower_is_better(ctx.headline_metric)
     flagged: set[Key] = set()
     for (model, split), group in headline.groupby(["model", "split"], sort=False):
@@ -63,6 +72,24 @@ def not_above_baseline(ctx: ReportContext, headline: pd.DataFrame) -> set[Key]:
             if (est >= floor) if lower else (est <= floor):
                 flagged.add((str(model), str(split), method))
     return flagged
+
+
+def human_table(ctx: ReportContext, human: pd.DataFrame | None) -> str:
+    """Annotator x split table of the human benchmark (headline metric and reference);
+    empty string when the run has none."""
+    if human is None or human.empty or "annotator" not in human.columns:
+        return ""
+    sel = human[(human["metric"] == ctx.headline_metric)
+                & (human["reference"] == ctx.headline_reference)]
+    if sel.empty:
+        return ""
+    cells = {(str(r["annotator"]), str(r["split"])): r for r in records(sel)}
+    annotators = sorted({a for a, _ in cells} - {"all"}) + ["all"]
+    splits = [s for s in ctx.splits if any(k[1] == s for k in cells)]
+    rows = [[md(a) if a != "all" else "*all (pooled)*"]
+            + [_ci(cells.get((a, s), {}), ctx.digits) for s in splits]
+            for a in annotators]
+    return pipe_table(["Annotator", *[md(s) for s in splits]], rows, "l" + "r" * len(splits))
 
 
 def image_auroc(classification: pd.DataFrame | None) -> dict[tuple[str, str], dict[str, Any]]:

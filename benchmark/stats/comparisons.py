@@ -211,6 +211,37 @@ def _adjust(table: pd.DataFrame, adjust: str) -> np.ndarray:
     return p_adj
 
 
+@dataclass(frozen=True, eq=False)
+class ComparisonTable:
+    """Result of :func:`compare`: paired comparisons with the settings that made them.
+
+    Attributes
+    ----------
+    table : DataFrame
+        One row per pair (columns in :func:`compare`'s Returns).
+    family, n_boot, level, method, weighting, seed, adjust, n_flips
+        The settings used.
+    """
+
+    table: pd.DataFrame
+    family: str
+    n_boot: int
+    level: float
+    method: str
+    weighting: str
+    seed: int
+    adjust: str
+    n_flips: int
+
+    def to_frame(self) -> pd.DataFrame:
+        """The tidy table (a copy)."""
+        return self.table.copy()
+
+    def significant(self, alpha: float = 0.05) -> pd.DataFrame:
+        """Rows whose adjusted p is below ``alpha``."""
+        return self.table[self.table["p_adj"] < alpha]
+
+
 def compare(
     scores: pd.DataFrame,
     *,
@@ -222,7 +253,7 @@ def compare(
     seed: int = 0,
     adjust: str = "holm",
     n_flips: int = 10_000,
-) -> pd.DataFrame:
+) -> ComparisonTable:
     """Paired comparisons of methods (within a model) or models (within a method).
 
     Parameters
@@ -253,11 +284,12 @@ def compare(
 
     Returns
     -------
-    DataFrame
-        One row per pair, columns ``family, split, reference, metric, a, b, diff, ci_low,
-        ci_high, p, p_adj, adj_method`` then ``within`` (the model for ``"methods"``, the
-        method for ``"models"``), ``p_wilcoxon``, ``effect_size``, ``n_cases``,
-        ``ci_method``. ``a < b`` in sort order; ``diff = estimate(a) - estimate(b)``.
+    ComparisonTable
+        ``.table`` (also ``.to_frame()``) has one row per pair, columns ``family, split,
+        reference, metric, a, b, diff, ci_low, ci_high, p, p_adj, adj_method`` then
+        ``within`` (the model for ``"methods"``, the method for ``"models"``),
+        ``p_wilcoxon``, ``effect_size``, ``n_cases``, ``ci_method``. ``a < b`` in sort
+        order; ``diff = estimate(a) - estimate(b)``.
 
     Notes
     -----
@@ -277,7 +309,7 @@ def compare(
     >>> rows = [dict(model="m", split="test", method=meth, case_id=c, image_id=0,
     ...              reference="mask", metric="iou", value=v + (0.1 if meth == "ig" else 0))
     ...         for c, v in enumerate([0.2, 0.5, 0.4, 0.7]) for meth in ("gradcam", "ig")]
-    >>> t = compare(pd.DataFrame(rows), family="methods", n_boot=200)
+    >>> t = compare(pd.DataFrame(rows), family="methods", n_boot=200).table
     >>> t[["a", "b", "diff", "p", "effect_size", "n_cases"]].round(3).to_dict("records")
     [{'a': 'gradcam', 'b': 'ig', 'diff': -0.1, 'p': 0.125, 'effect_size': -1.0, 'n_cases': 4}]
     """
@@ -293,4 +325,5 @@ def compare(
         table = pd.DataFrame({c: [] for c in (*CONTRACT_COLUMNS[:10], *EXTRA_COLUMNS)})
     table.insert(10, "p_adj", _adjust(table, iv.adjust))
     table.insert(11, "adj_method", iv.adjust)
-    return table
+    return ComparisonTable(table, iv.family, iv.n_boot, iv.level, iv.method, iv.weighting,
+                           iv.seed, iv.adjust, iv.n_flips)

@@ -172,10 +172,81 @@ def summarize(
     [{'metric': 'iou', 'estimate': 0.567, 'n_cases': 3, 'n_images': 4}]
     """
     iv = _summarize_iv(scores, by, n_boot, level, method, weighting, seed, strata)
+    return _bootstrap_cells(iv, keep_replicates=False)[0][[*iv.by, *RESULT_COLUMNS]]
+
+
+@dataclass(frozen=True, eq=False)
+class BootstrapTable:
+    """Result of :func:`bootstrap`: a table of statistics with their intervals.
+
+    Attributes
+    ----------
+    table : DataFrame
+        One row per cell: the ``by`` columns, ``estimate``, ``ci_low``, ``ci_high``,
+        ``ci_method``, ``n_cases``, ``n_images``, ``n_nan``, ``standard_error`` (standard
+        deviation, ``ddof=1``, of the finite replicates).
+    bootstrap_distribution : dict split -> ndarray, shape (n_boot, n_cells_of_split), or None
+        The replicates of each split's cells, columns in ``table`` row order of that split
+        (with ``keep_replicates=True``); paired across cells of one split.
+    n_boot, level, method, weighting, seed
+        The settings used.
+    """
+
+    table: pd.DataFrame
+    bootstrap_distribution: dict[Any, np.ndarray] | None
+    n_boot: int
+    level: float
+    method: str
+    weighting: str
+    seed: int
+
+    def to_frame(self) -> pd.DataFrame:
+        """The tidy table (a copy)."""
+        return self.table.copy()
+
+
+def bootstrap(
+    scores: pd.DataFrame,
+    *,
+    by: list[str],
+    n_boot: int = 10_000,
+    level: float = 0.95,
+    method: str = "bca",
+    weighting: str = "case",
+    seed: int = 0,
+    strata: Mapping[Any, Any] | pd.Series | None = None,
+    keep_replicates: bool = False,
+) -> BootstrapTable:
+    """Case-bootstrap intervals of a table of statistics, as a result object.
+
+    The same computation as :func:`summarize` (see there for every parameter), plus the
+    standard error of each cell and, with ``keep_replicates=True``, the replicates
+    (``8 * n_boot * n_cells`` bytes).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from benchmark.stats import bootstrap
+    >>> scores = pd.DataFrame({"split": "test", "metric": ["iou"] * 4,
+    ...                        "case_id": ["a", "a", "b", "c"], "image_id": [0, 1, 0, 0],
+    ...                        "value": [0.2, 0.4, 0.6, 0.8]})
+    >>> res = bootstrap(scores, by=["split", "metric"], n_boot=1000, keep_replicates=True)
+    >>> res.table["estimate"].round(3).tolist(), res.bootstrap_distribution["test"].shape
+    ([0.567], (1000, 1))
+    """
+    iv = _summarize_iv(scores, by, n_boot, level, method, weighting, seed, strata)
+    table, reps = _bootstrap_cells(iv, keep_replicates=keep_replicates)
+    return BootstrapTable(table, reps if keep_replicates else None, iv.n_boot, iv.level,
+                          iv.method, iv.weighting, iv.seed)
+
+
+def _bootstrap_cells(
+    iv: _SummaryInput, *, keep_replicates: bool
+) -> tuple[pd.DataFrame, dict[Any, np.ndarray]]:
     frame = iv.scores
     if len(frame) == 0:
         empty = {c: frame[c].iloc[:0] for c in iv.by}
-        return pd.DataFrame({**empty, **{c: [] for c in RESULT_COLUMNS}})
+        return pd.DataFrame({**empty, **{c: [] for c in (*RESULT_COLUMNS, "standard_error")}}), {}
 
     groups = frame.groupby(iv.by, sort=True, observed=True, dropna=False)
     cell = groups.ngroup().to_numpy(dtype=np.int64)
@@ -185,7 +256,9 @@ def summarize(
     row_split = split_codes[cell]
     case_ids = frame["case_id"].to_numpy()
 
-    result = {name: np.full(n_cells, np.nan) for name in ("estimate", "ci_low", "ci_high")}
+    result = {name: np.full(n_cells, np.nan)
+              for name in ("estimate", "ci_low", "ci_high", "standard_error")}
+    replicates: dict[Any, np.ndarray] = {}
     ci_method = np.empty(n_cells, dtype=object)
     counts_out = {name: np.zeros(n_cells, dtype=np.int64) for name in RESULT_COLUMNS[4:]}
     local = np.empty(n_cells, dtype=np.int64)
@@ -202,19 +275,24 @@ def summarize(
             len(cases), iv.n_boot, split_seed(iv.seed, split),
             _case_strata(iv.strata, np.asarray(cases), split),
         )
-        out = bootstrap_columns(num, den, counts, level=iv.level, method=iv.method)
+        out = bootstrap_columns(num, den, counts, level=iv.level, method=iv.method,
+                                keep_replicates=keep_replicates)
+        if out.replicates is not None:
+            replicates[split] = out.replicates
         result["estimate"][cells] = out.estimate
         result["ci_low"][cells] = out.ci_low
         result["ci_high"][cells] = out.ci_high
+        result["standard_error"][cells] = out.standard_error
         ci_method[cells] = out.method
         counts_out["n_cases"][cells] = np.count_nonzero(n_valid, axis=0)
         counts_out["n_images"][cells] = n_valid.sum(axis=0).astype(np.int64)
         counts_out["n_nan"][cells] = n_nan.sum(axis=0).astype(np.int64)
 
     table = keys.copy()
-    for name, col in result.items():
-        table[name] = col
+    for name in ("estimate", "ci_low", "ci_high"):
+        table[name] = result[name]
     table["ci_method"] = ci_method
     for name, col in counts_out.items():
         table[name] = col
-    return table
+    table["standard_error"] = result["standard_error"]
+    return table, replicates
