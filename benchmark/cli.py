@@ -149,21 +149,48 @@ def run(
 def report_cmd(
     run_dir: Annotated[Path, typer.Argument(help="A run directory written by `bench run`.")],
     engine: Annotated[str, Opt(help="auto, quarto or pandoc.")] = "auto",
+    fmt: Annotated[str, Opt("--format", help="html: render report.html and export the tables to RUN/tables/; latex-tables: only export the tables (CSV + LaTeX), no renderer needed.")] = "html",
+    assets: Annotated[Path | None, Opt("--assets", help="Folder with your own styles.css and references.bib (e.g. an edited copy of reports/); default: the packaged ones.")] = None,
 ) -> None:
     """Re-render report.qmd and report.html of a run, without touching any model."""
-    from benchmark.report import build_report
-    from benchmark.resolve import resolve_dataset
     from benchmark.store import Run
 
     if engine not in ("auto", "quarto", "pandoc"):
         err.print(f"[bold red]error:[/] --engine must be auto, quarto or pandoc, not {engine!r}")
         raise typer.Exit(EXIT_USER)
+    if fmt not in ("html", "latex-tables"):
+        err.print(f"[bold red]error:[/] --format must be html or latex-tables, not {fmt!r}",
+                  highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_USER)
+    if fmt == "latex-tables":
+        from benchmark.report.export import export_tables
+
+        with user_errors():
+            paths = export_tables(Run.open(run_dir))
+        for p in paths:
+            out.print(str(p), markup=False, highlight=False, soft_wrap=True)
+        return
+
+    from rich.markup import escape
+
+    from benchmark.report import build_report
+    from benchmark.report.export import TABLES_DIR
+    from benchmark.report.render import resolve_engine
+    from benchmark.resolve import resolve_dataset
+
+    try:
+        resolve_engine(engine)  # --engine quarto without Quarto: say so before any work
+    except RuntimeError as e:
+        err.print(f"[bold red]error:[/] {str(e).splitlines()[0]}", highlight=False,
+                  soft_wrap=True)
+        raise typer.Exit(EXIT_USER) from None
     with user_errors():
         r = Run.open(run_dir)
         cfg = r.config
         data = resolve_dataset(cfg.get("manifest"), cfg.get("dataset"), cfg.get("splits", []))
-        path = build_report(r, data.dataset, engine=engine)
-    out.print(f"report: [bold]{path}[/]")
+        path = build_report(r, data.dataset, engine=engine, assets=assets)
+    out.print(f"report: [bold]{escape(str(path))}[/]", soft_wrap=True)
+    out.print(f"tables: {r.path / TABLES_DIR}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _print_frame(frame: Any, title: str, as_json: bool) -> None:

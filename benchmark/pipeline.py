@@ -30,7 +30,8 @@ from benchmark.data.dataset import Dataset
 from benchmark.errors import BenchError
 from benchmark.explainers import EXPLAINERS, check_methods, get_explainer
 from benchmark.human import human_scores
-from benchmark.metrics import compute, parse_metric, tune_threshold
+from benchmark.metrics import compute, compute_curve, parse_metric, tune_threshold
+from benchmark.metrics.curve import DEFAULT_GRID, REGION_METRICS
 from benchmark.models import LoadedModel, predict
 from benchmark.resolve import ResolvedDataset, resolve_dataset
 from benchmark.stats import (
@@ -43,6 +44,7 @@ from benchmark.stats import (
 )
 from benchmark.stats.baselines import flag_baselines
 from benchmark.stats.comparisons import CONTRACT_COLUMNS, EXTRA_COLUMNS
+from benchmark.stats.curves import curve_table
 
 console = Console(stderr=True)
 
@@ -284,13 +286,38 @@ def _resolve_metrics(metrics: list[str], threshold: float | None) -> dict[str, s
     return out
 
 
+def _score_plan(p: Plan) -> list[tuple[str, list[str]]]:
+    """(reference, metrics) pairs to score: the run's references with their metrics, plus
+    each single annotator not already a reference, with the headline metric only (the
+    report's agreement per annotator)."""
+    out = [(ref, p.graded_metrics if ref == "graded" else p.binary_metrics)
+           for ref in p.config.references]
+    headline = p.config.headline_metric
+    if headline in p.binary_metrics:
+        out += [(ref, [headline]) for ref in p.data.references
+                if ref.startswith("annotator:") and ref not in p.config.references]
+    return [(ref, metrics) for ref, metrics in out if metrics]
+
+
+def _curve_metric(p: Plan) -> str:
+    """Region metric of the threshold curves: the headline's, else IoU."""
+    base = p.config.headline_metric.split("@", 1)[0]
+    return base if base in REGION_METRICS else "iou"
+
+
 def score_stage(
     p: Plan, index: dict[str, str], progress: Progress
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Score every model x method x reference; returns (scores, tuned thresholds)."""
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Score every model x method x reference.
+
+    Returns (scores, tuned thresholds, curves): ``curves`` holds the per-image values of
+    the curve metric against the tuning reference at every threshold of
+    :data:`~benchmark.metrics.curve.DEFAULT_GRID`.
+    """
     ds = p.data.dataset
-    frames, tuned_rows = [], []
-    task = progress.add_task("score", total=len(index) * len(p.config.references))
+    frames, tuned_rows, curve_frames = [], [], []
+    plan_refs = _score_plan(p)
+    task = progress.add_task("score", total=len(index) * (len(plan_refs) + 1))
     for key_name, key in index.items():
         model, method = key_name.split("/")
         loaded_maps = store.load_maps(p.out, key)
@@ -306,16 +333,15 @@ def score_stage(
                                "reference": p.tune_reference, "metric": TUNED_METRIC, **tuned})
         keep = meta["split"].isin(p.config.splits).to_numpy()
         maps_k, pos_k, meta_k = maps[keep], pos[keep], meta[keep].reset_index(drop=True)
-        for ref in p.config.references:
-            metrics = p.graded_metrics if ref == "graded" else p.binary_metrics
-            if not metrics or len(pos_k) == 0:
-                progress.advance(task)
-                continue
+        region = ds.roi(pos_k) if p.config.roi else None
+        if len(pos_k) == 0:
+            progress.advance(task, len(plan_refs) + 1)
+            continue
+        for ref, metrics in plan_refs:
             names = _resolve_metrics(metrics, tau)
             values = compute(
                 maps_k, ds.reference(pos_k, ref), list(dict.fromkeys(names.values())),
-                sign=p.config.sign, seed=p.config.seed, spacing=ds.spacing,
-                roi=ds.roi(pos_k) if p.config.roi else None,
+                sign=p.config.sign, seed=p.config.seed, spacing=ds.spacing, roi=region,
             )
             for metric, resolved in names.items():
                 f = meta_k.copy()
@@ -323,8 +349,19 @@ def score_stage(
                 f["value"] = np.asarray(values[resolved], dtype=np.float64)
                 frames.append(f)
             progress.advance(task)
+        curve = compute_curve(maps_k, ds.reference(pos_k, p.tune_reference), _curve_metric(p),
+                              DEFAULT_GRID, sign=p.config.sign, roi=region)
+        f = meta_k.loc[meta_k.index.repeat(len(DEFAULT_GRID))].reset_index(drop=True)
+        f["model"], f["method"], f["reference"], f["metric"] = (
+            model, method, p.tune_reference, _curve_metric(p))
+        f["threshold"] = np.tile(DEFAULT_GRID, len(meta_k))
+        f["value"] = curve.ravel()
+        curve_frames.append(f)
+        progress.advance(task)
     thresholds = pd.DataFrame(tuned_rows, columns=store.THRESHOLDS_COLUMNS)
-    return pd.concat(frames, ignore_index=True)[store.SCORES_COLUMNS], thresholds
+    curves = (pd.concat(curve_frames, ignore_index=True)[store.CURVE_POINTS_COLUMNS]
+              if curve_frames else pd.DataFrame(columns=store.CURVE_POINTS_COLUMNS))
+    return pd.concat(frames, ignore_index=True)[store.SCORES_COLUMNS], thresholds, curves
 
 
 def human_stage(p: Plan) -> pd.DataFrame:
@@ -337,7 +374,8 @@ def human_stage(p: Plan) -> pd.DataFrame:
 
 
 def analyse_stage(
-    p: Plan, scores: pd.DataFrame, predictions: pd.DataFrame, human: pd.DataFrame
+    p: Plan, scores: pd.DataFrame, predictions: pd.DataFrame, human: pd.DataFrame,
+    curves: pd.DataFrame,
 ) -> dict[str, pd.DataFrame]:
     """Every statistics table of the run, keyed by its file name in the run directory."""
     cfg = p.config
@@ -377,6 +415,7 @@ def analyse_stage(
         store.HUMAN: human_summary,
         store.CORRELATION: spearman_table(scores, predictions, strata=strata, **{
             k: v for k, v in boot.items() if k != "method"}),
+        store.CURVES: curve_table(curves, n_boot=cfg.n_boot, level=cfg.level, seed=cfg.seed),
         store.MIXED: mixed_model_table(
             scores, level=cfg.level,
             reference_method=MIXED_REFERENCE if MIXED_REFERENCE in p.methods else None),
@@ -408,13 +447,14 @@ def run(config: Any = None, *, on_plan: Callable[[Plan], None] | None = None,
         store.write_table(predictions, p.out / store.PREDICTIONS)
     with _progress() as progress:
         index = explain_stage(p, loaded, progress)
-        scores, thresholds = score_stage(p, index, progress)
+        scores, thresholds, curves = score_stage(p, index, progress)
         human = human_stage(p)
+    store.write_table(curves, p.out / store.CURVE_POINTS)
     store.write_table(scores, p.out / store.SCORES)
     if len(thresholds):
         store.write_table(thresholds, p.out / store.THRESHOLDS)
     with _stage("analyse"):
-        for name, table in analyse_stage(p, scores, predictions, human).items():
+        for name, table in analyse_stage(p, scores, predictions, human, curves).items():
             store.write_table(table, p.out / name)
 
     provenance = {

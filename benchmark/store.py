@@ -42,6 +42,11 @@ COMPARISONS_COLUMNS = [
     "p_adj", "adj_method",
 ]
 
+CURVE_POINTS_COLUMNS = [
+    "model", "split", "method", "case_id", "image_id", "reference", "metric", "threshold",
+    "value",
+]
+
 THRESHOLDS_COLUMNS = [
     "model", "method", "split", "reference", "metric", "threshold", "mean_score", "n_images",
 ]
@@ -59,6 +64,8 @@ OMNIBUS = "omnibus.parquet"
 HUMAN_SCORES = "human_scores.parquet"
 HUMAN = "human.parquet"
 MIXED = "mixed.parquet"
+CURVE_POINTS = "curve_points.parquet"
+CURVES = "curves.parquet"
 CORRELATION = "correlation.parquet"
 REPORT_QMD = "report.qmd"
 REPORT_HTML = "report.html"
@@ -241,6 +248,11 @@ class Run:
     def correlation(self) -> pd.DataFrame:
         """Spearman rho of model probability and each metric, with case-bootstrap interval."""
         return self._optional(CORRELATION)
+
+    @property
+    def curves(self) -> pd.DataFrame:
+        """Threshold curves: median over cases at each threshold, with interval."""
+        return self._optional(CURVES)
 
     def _optional(self, name: str) -> pd.DataFrame:
         """A table that runs of older versions may lack: empty frame if absent."""

@@ -124,9 +124,12 @@ def test_comparisons_are_written_and_paired(small_run):
     assert list(comp.columns[: len(COMPARISONS_COLUMNS)]) == COMPARISONS_COLUMNS
     # one model: only the methods family (gradcam vs random) exists
     assert set(comp.family) == {"methods"}
-    row = comp[(comp.metric == "irrelevant_fraction@top15")].iloc[0]
+    # single annotators are scored too (headline metric only): pick the consensus
+    row = comp[(comp.metric == "irrelevant_fraction@top15")
+               & (comp.reference == "consensus")].iloc[0]
     s = small_run.summary
-    est = s[s.metric == "irrelevant_fraction@top15"].set_index("method")["estimate"]
+    est = s[(s.metric == "irrelevant_fraction@top15")
+            & (s.reference == "consensus")].set_index("method")["estimate"]
     assert row["diff"] == pytest.approx(est[row.a] - est[row.b], rel=1e-9)
     assert row.ci_low <= row["diff"] <= row.ci_high and 0 < row.p <= 1
     assert row.adj_method == "holm"
@@ -144,14 +147,16 @@ def test_roi_option_restricts_the_metrics_to_the_body(tmp_path):
     pos = ds.positions(ids)
     want = compute(maps, ds.reference(pos, "consensus"), ["irrelevant_fraction@top15"],
                    roi=ds.roi(pos))["irrelevant_fraction@top15"]
-    got = run.scores.set_index("image_id").loc[ids, "value"].to_numpy()
+    sc = run.scores[run.scores.reference == "consensus"]
+    got = sc.set_index("image_id").loc[ids, "value"].to_numpy()
     assert np.allclose(got, want)
     assert run.config["roi"] is True
 
 
 def test_omnibus_ranks_are_written(small_run):
     om = small_run.omnibus
-    cell = om[(om.metric == "irrelevant_fraction@top15") & (om.split == "test")]
+    cell = om[(om.metric == "irrelevant_fraction@top15") & (om.split == "test")
+              & (om.reference == "consensus")]
     assert set(cell.method) == {"gradcam", "random"}
     # two methods: mean ranks sum to k + 1 = 3, and no Friedman test
     assert cell.mean_rank.sum() == pytest.approx(3.0) and cell.statistic.isna().all()

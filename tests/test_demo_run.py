@@ -53,6 +53,7 @@ def test_run_directory_follows_the_contract(demo_run):
                  "summary.parquet", "summary.csv", "classification.parquet",
                  "comparisons.parquet", "omnibus.parquet", "human.parquet",
                  "human_scores.parquet", "mixed.parquet", "correlation.parquet",
+                 "curves.parquet", "curve_points.parquet",
                  "report.qmd", "report.html"):
         assert (run.path / name).is_file(), name
     assert list(run.predictions.columns) == PREDICTIONS_COLUMNS
@@ -198,6 +199,21 @@ def test_mixed_model_and_correlation_tables_cover_the_cells(demo_run):
     assert gc.estimate < 0 and gc.ci_high < 0  # Grad-CAM is far better than a random map
     r = run.correlation
     assert r.rho.dropna().between(-1, 1).all() and len(r) == len(run.summary)
+
+
+def test_threshold_curves_and_single_annotator_cells(demo_run):
+    run, _ = demo_run
+    c = run.curves
+    cell = c[(c.model == "clean") & (c.split == "test") & (c.method == "gradcam")]
+    assert len(cell) == 19 and set(cell.metric) == {"irrelevant_fraction"}
+    pts = pd.read_parquet(run.path / "curve_points.parquet")
+    mid = pts[(pts.model == "clean") & (pts.split == "test") & (pts.method == "gradcam")
+              & (pts.threshold == 0.5)].groupby("case_id").value.mean()
+    assert cell[cell.threshold == 0.5]["median"].iloc[0] == pytest.approx(mid.median())
+    s = run.summary
+    refs = s[s.reference.str.startswith("annotator:")]
+    assert set(refs.reference) == {f"annotator:r{i}" for i in range(1, 5)}
+    assert set(refs.metric) == {"irrelevant_fraction@top15"}
 
 
 def test_methods_and_metrics_listings_are_json():

@@ -23,10 +23,16 @@ import pytest
 import yaml
 from report_fixtures import METHODS, MODELS, N_BOOT, SEED, make_run
 
+from benchmark.metrics import topk_count
 from benchmark.report import build_report, resolve_context
 from benchmark.report.document import ASSETS_DIR, FOREST_DIV_ID, SECTIONS, build_document
 from benchmark.report.escape import md, pipe_table
-from benchmark.report.gallery import attention_region, resize_bilinear, select_cases
+from benchmark.report.gallery import (
+    N_DISAGREE,
+    attention_region,
+    resize_bilinear,
+    select_cases,
+)
 from benchmark.report.narrative import BCA, CAPTUM, CITATIONS, JIIM
 from benchmark.store import Run
 
@@ -167,10 +173,13 @@ def test_forest_plot_draws_baselines_as_open_markers(report_html: str) -> None:
             assert (symbol == "diamond-open") == is_baseline
 
 
-def test_gallery_embeds_one_png_per_model(report_html: str) -> None:
+def test_gallery_embeds_one_png_per_model_and_explainer_and_disagreement_case(
+    report_html: str,
+) -> None:
     imgs = [a for tag, a in _parse(report_html).tags if tag == "img"]
     pngs = [a["src"] for a in imgs if a.get("src", "").startswith("data:image/png;base64,")]
-    assert len(pngs) == len(MODELS)
+    explainers = [m for m in METHODS if m not in ("random", "center_prior")]
+    assert len(pngs) == len(MODELS) * len(explainers) + N_DISAGREE
     head = base64.b64decode(pngs[0].split(",", 1)[1])[:8]
     assert head == b"\x89PNG\r\n\x1a\n"
     assert all(a.get("alt") for a in imgs)
@@ -211,7 +220,8 @@ def test_user_strings_are_escaped(tmp_path: Path) -> None:
     tags = _parse(text).tags
     scripts = [a for tag, a in tags if tag == "script"]
     figures = [a for tag, a in tags if "plotly-graph-div" in a.get("class", "")]
-    assert len(figures) == 2  # forest plot, critical-difference diagram
+    # forest plot, every-metric forest plot, distributions, critical-difference diagram
+    assert len(figures) == 4
     assert len(scripts) == 1 + len(figures)  # plotly.js and one per figure, nothing injected
 
 
@@ -256,7 +266,7 @@ def test_resize_bilinear_uses_half_pixel_centres() -> None:
 def test_attention_region_has_exactly_the_top_share() -> None:
     s = np.random.default_rng(0).random((64, 64))
     region, label = attention_region(s, "irrelevant_fraction@top15")
-    assert region.sum() == int(np.ceil(0.15 * 64 * 64))
+    assert region.sum() == topk_count(15, 64 * 64)  # the metric kernels' |A|
     assert s[region].min() >= s[~region].max()
     assert label == "top 15 %"
 

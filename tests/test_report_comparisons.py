@@ -101,3 +101,27 @@ def test_p_values_are_formatted_for_readers():
     assert rc.fmt_p(0.0004) == "< 0.001"
     assert rc.fmt_p(0.0312) == "0.031"
     assert rc.fmt_p(float("nan")) == rc.EMPTY_CELL
+
+
+def test_summary_states_the_margin_over_the_runner_up_and_the_human_band(run_ctx):
+    from benchmark.report import narrative
+
+    run, ctx = run_ctx
+    text = narrative.summary_sentences(ctx, run.summary, run.classification,
+                                       run.comparisons, run.human)
+    m = re.search(r"runner-up explainer of that model, (\S+), differs by (-?\d+\.\d+)", text)
+    assert m, text
+    runner = m.group(1).rstrip(",").replace("\\", "")
+    best = re.search(r"explained by \*\*(\S+)\*\*", text).group(1).replace("\\", "")
+    c = run.comparisons
+    c = c[(c.family == "methods") & (c.split == ctx.primary_split)
+          & (c.metric == ctx.headline_metric) & (c.reference == ctx.headline_reference)
+          & c.a.isin([best, runner]) & c.b.isin([best, runner])]
+    best_model = re.search(r"for model \*\*(\S+)\*\*", text).group(1).replace("\\", "")
+    row = c[c.within == best_model].iloc[0]
+    diff = row["diff"] if row.a == best else -row["diff"]
+    assert float(m.group(2)) == pytest.approx(diff, abs=0.006)
+    h = run.human
+    band = h[(h.annotator == "all") & (h.split == ctx.primary_split)
+             & (h.metric == ctx.headline_metric) & (h.reference == ctx.headline_reference)]
+    assert f"reach {band.estimate.iloc[0]:.2f}" in text

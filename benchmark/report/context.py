@@ -101,7 +101,11 @@ def resolve_context(run: Run, gallery_method: str | None = None) -> ReportContex
     methods = _ordered(config.get("methods"), summary["method"].unique())
     splits = _ordered(config.get("splits"), summary["split"].unique())
     metrics = _ordered(config.get("metrics"), summary["metric"].unique())
-    references = _ordered(config.get("references"), summary["reference"].unique())
+    # The run's own references; single annotators scored for the headline metric only
+    # (the per-annotator table) are not references of the run.
+    present = summary["reference"].unique()
+    configured = [r for r in config.get("references") or [] if r in set(present)]
+    references = configured or _ordered(None, present)
 
     headline_metric = str(config.get("headline_metric") or DEFAULT_HEADLINE_METRIC)
     if headline_metric not in metrics and metrics:

@@ -16,7 +16,8 @@ from typing import Any
 import yaml
 
 from benchmark.data.dataset import Dataset
-from benchmark.report import comparisons, figures, gallery, narrative, tables
+from benchmark.errors import BenchError
+from benchmark.report import agreement, comparisons, figures, gallery, narrative, tables
 from benchmark.report.context import ReportContext, lower_is_better
 from benchmark.report.escape import EMPTY_CELL, md, md_code, pipe_table, raw_html_block
 from benchmark.store import Run, atomic_open, sha256_json
@@ -27,7 +28,7 @@ ASSETS_DIR = "report_assets"  # beside report.qmd in the run directory
 # (anchor, heading): the report's sections in order; tests and the TOC rely on them.
 SECTIONS = (
     ("sec-summary", "Summary"),
-    ("sec-classification", "Classification"),
+    ("sec-data", "Data and models"),
     ("sec-agreement", "Agreement with experts"),
     ("sec-comparisons", "Comparisons"),
     ("sec-gallery", "Gallery"),
@@ -46,12 +47,27 @@ def asset_text(name: str) -> str:
     return resources.files("benchmark.report").joinpath("assets", name).read_text("utf-8")
 
 
-def copy_assets(run_dir: Path) -> Path:
-    """Write the CSS and bibliography beside the report so the qmd renders on its own."""
+def copy_assets(run_dir: Path, source: Path | None = None) -> Path:
+    """Write the CSS and bibliography beside the report so the qmd renders on its own.
+
+    ``source``: a folder holding your own ``styles.css`` and ``references.bib`` (e.g. an
+    edited copy of the project's ``reports/``); default: the files shipped in the package.
+    """
     target = Path(run_dir) / ASSETS_DIR
     for name in ASSETS:
+        if source is None:
+            text = asset_text(name)
+        else:
+            path = Path(source) / name
+            try:
+                text = path.read_text("utf-8")
+            except (OSError, UnicodeDecodeError) as err:
+                raise BenchError(
+                    f"report assets: cannot read {path} ({type(err).__name__}); the folder "
+                    f"needs {' and '.join(ASSETS)}"
+                ) from None
         with atomic_open(target / name) as fh:
-            fh.write(asset_text(name))
+            fh.write(text)
     return target
 
 
@@ -98,7 +114,8 @@ def _summary(ctx: ReportContext, run: Run, classification: Any) -> str:
     lower = "lower" if lower_is_better(ctx.headline_metric) else "higher"
     return (
         _heading("sec-summary")
-        + narrative.summary_sentences(ctx, summary, classification)
+        + narrative.summary_sentences(ctx, summary, classification, run.comparisons,
+                                      run.human)
         + "\n"
         + tables.headline_table(ctx, summary, classification)
         + "\n"
@@ -111,17 +128,13 @@ def _summary(ctx: ReportContext, run: Run, classification: Any) -> str:
     )
 
 
-def _classification(ctx: ReportContext, classification: Any) -> str:
-    table = tables.classification_table(ctx, classification)
-    if not table:
-        return _heading("sec-classification") + _callout(
-            "This run has no classification table (`classification.parquet`).", "warning")
-    note = tables.interval_methods_note(classification)
-    return (
-        _heading("sec-classification")
-        + table
-        + f"\nCells: estimate [{_level(ctx)} interval]. Interval method per metric: {note}.\n\n"
-    )
+def _classification(ctx: ReportContext, run: Run, dataset: Dataset | None,
+                    classification: Any) -> str:
+    """The "Data and models" section: splits, annotators, checkpoints, classification."""
+    from benchmark.report.data_section import data_section
+
+    return _heading("sec-data") + data_section(ctx, run, dataset, classification,
+                                               level=_level(ctx))
 
 
 def _agreement(ctx: ReportContext, run: Run) -> str:
@@ -153,7 +166,48 @@ def _agreement(ctx: ReportContext, run: Run) -> str:
         f"interval by another method than the configured {md(ctx.ci_method)} (percentile "
         "fallback where BCa is undefined). *NaN images*: images where the metric is "
         "undefined (e.g. empty reference), dropped before aggregation.\n\n"
+        + _more_agreement(ctx, run)
     )
+
+
+def _figure(fig: Any, div_id: str) -> str:
+    return raw_html_block(f'<div class="report-figure">{figures.figure_html(fig, div_id)}</div>')
+
+
+def _more_agreement(ctx: ReportContext, run: Run) -> str:
+    """Every metric's forest plot, case-level distributions, threshold curves and
+    agreement per annotator."""
+    what = f"{md(ctx.headline_metric)} against the {md(ctx.headline_reference)} reference"
+    text = ""
+    fig = agreement.forest_all_figure(ctx, run.summary, run.human)
+    if fig is not None:
+        text += ("### Forest plots of every metric {#sec-forest-all}\n\n"
+                 + _figure(fig, "forest-all-figure")
+                 + "\nThe same forest plot for each metric; pick the metric and reference in "
+                 "the menu (graded metrics are against the graded reference).\n\n")
+    fig = agreement.distribution_figure(ctx, run.scores)
+    if fig is not None:
+        text += ("### Case-level distributions {#sec-distributions}\n\n"
+                 + _figure(fig, "distribution-figure")
+                 + f"\nPer-case mean of {what} on split {md(ctx.primary_split)}, each point "
+                 "a case; boxes show quartiles and whiskers 1.5 IQR.\n\n")
+    fig = agreement.curves_figure(ctx, run.curves)
+    if fig is not None:
+        curves = run.curves
+        text += ("### Threshold curves {#sec-threshold-curves}\n\n"
+                 + _figure(fig, "curves-figure")
+                 + f"\n{md(curves['metric'].iloc[0])} against the "
+                 f"{md(curves['reference'].iloc[0])} reference at fixed thresholds τ of the "
+                 "min-max normalised map (the region is S̃ ≥ τ): median over cases, band = "
+                 f"{_level(ctx)} case-bootstrap interval of the median, split "
+                 f"{md(ctx.primary_split)}; dotted = null baselines.\n\n")
+    table = agreement.annotator_table(ctx, run.summary)
+    if table:
+        text += ("### Agreement per annotator {#sec-per-annotator}\n\n" + table
+                 + f"\n{md(ctx.headline_metric)} of each explainer against each single "
+                 f"annotator's mask and against the {md(ctx.headline_reference)} (split "
+                 f"{md(ctx.primary_split)}, {_level(ctx)} intervals).\n\n")
+    return text
 
 
 def _human_section(ctx: ReportContext, human: Any) -> str:
@@ -295,7 +349,7 @@ def build_document(run: Run, dataset: Dataset | None, ctx: ReportContext) -> str
     return "".join([
         front_matter(ctx),
         _summary(ctx, run, classification),
-        _classification(ctx, classification),
+        _classification(ctx, run, dataset, classification),
         _agreement(ctx, run),
         _comparisons(ctx, run),
         _gallery(ctx, run, dataset),

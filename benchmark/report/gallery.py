@@ -1,16 +1,29 @@
 """The case gallery (after figure 2 of the JIIM 2024 drowning study).
 
-For each model, a few positive cases chosen by the headline metric of one method (the
-best, median and worst case), one representative image each, drawn as a row:
+Two blocks, both on positive cases of the primary split and the headline metric against
+the headline reference:
+
+* per method (every explainer of the run; null baselines explain nothing and are left
+  out) and model: the best, the median and the worst case by the case mean, one
+  representative image each;
+* the cases where the models disagree most: the largest range across models of the case
+  mean for the gallery method, one image, every model a row.
+
+A row is
 
     CT (grey, fixed HU window) | saliency map | graded importance | attention region
-    (top 15 %) filled, consensus outlined
+    (filled) vs consensus (outlined), with the metric values in the title
 
-Drawn with matplotlib into one PNG per model, embedded base64. Why not plotly heatmaps:
-a 64x64 float heatmap is ~4,096 numbers of JSON per panel (x 12 panels x models) and
-outlines/filled regions need extra traces, while a PNG of a whole row block is a few tens
-of kB, looks the same in every browser and in print (a supplement is often printed to
-PDF), and needs no JavaScript. Zoom is not needed for 4 panels of small images.
+Drawn with matplotlib into one PNG per figure, embedded base64. Why not plotly heatmaps:
+a 64x64 float heatmap is ~4,096 numbers of JSON per panel and outlines/filled regions
+need extra traces, while a PNG of a whole row block is a few tens of kB, looks the same
+in every browser and in print, and needs no JavaScript. The method blocks are HTML
+``<details>`` elements (no JavaScript either): only the gallery method's is open, so the
+page stays short while every method is one click away.
+
+Colour scales are fixed, so colours mean the same in every panel: CT on one HU window,
+saliency min-max normalised per map (the metrics' convention) on [0, 1], graded importance
+on [0, 1]; inferno, viridis and the Okabe-Ito orange / sky blue pair are colourblind-safe.
 """
 
 from __future__ import annotations
@@ -18,16 +31,22 @@ from __future__ import annotations
 import base64
 import io
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Colormap, Normalize
 from matplotlib.figure import Figure
-from matplotlib.patches import Patch
+from matplotlib.patches import Patch, Rectangle
+from PIL import Image
 
 from benchmark.data.dataset import Dataset
+from benchmark.errors import BenchError
+from benchmark.metrics import tiebreak_keys, topk_count
 from benchmark.report.context import ReportContext, lower_is_better
 from benchmark.report.escape import html_text, md, mpl_text, raw_html_block
 from benchmark.store import Run
@@ -40,6 +59,8 @@ ATTENTION_RGB = (0.902, 0.624, 0.0)  # Okabe-Ito orange
 CONSENSUS_COLOUR = "#56B4E9"  # Okabe-Ito sky blue: distinct from orange for all CVD types
 DEFAULT_TOP = 15.0
 DPI = 96
+GAP = 0.12  # white space between panels, as a share of the panel width
+N_DISAGREE = 3  # cases in the "models disagree most" block
 
 
 @dataclass(frozen=True)
@@ -50,25 +71,47 @@ class GalleryCase:
     case_id: str
     image_id: str
     value: float
+    image_value: float = math.nan  # the shown image's own value
 
 
-def select_cases(
-    scores: pd.DataFrame,
-    labels: pd.DataFrame,
-    *,
-    model: str,
-    split: str,
-    method: str,
-    metric: str,
-    reference: str,
-    available: set[str],
-) -> list[GalleryCase]:
-    """Best, median and worst positive case by the case mean of ``metric``.
+@dataclass(frozen=True)
+class DisagreementCase:
+    """A case the models score most differently, and the image shown for it.
+
+    ``spread`` is max - min over models of the case mean; ``case_means`` and
+    ``image_values`` hold ``(model, value)`` pairs in model order.
+    """
+
+    case_id: str
+    image_id: str
+    spread: float
+    case_means: tuple[tuple[str, float], ...]
+    image_values: tuple[tuple[str, float], ...]
+
+
+@dataclass(frozen=True)
+class _Row:
+    """Arrays (2-D) and texts of one drawn row."""
+
+    ct: np.ndarray
+    saliency: np.ndarray
+    graded: np.ndarray
+    consensus: np.ndarray
+    attention: np.ndarray
+    label: str  # left of the row
+    image_title: str
+    saliency_title: str
+    metric_title: str
+
+
+def positive_values(
+    scores: pd.DataFrame, labels: pd.DataFrame, *, model: str, split: str, method: str,
+    metric: str, reference: str, available: set[str],
+) -> pd.DataFrame:
+    """``image_id, case_id, value`` of one cell: finite values of positive images.
 
     ``labels`` has columns ``image_id, case_id, label``; only images with a label of 1
-    and a cached map (``available``) count. The representative image of a case is the
-    one whose value is closest to the case mean (first on ties), so the row shows a
-    typical slice rather than the extreme one.
+    and a cached map (``available``) count.
     """
     sel = (
         (scores["model"] == model)
@@ -77,12 +120,27 @@ def select_cases(
         & (scores["metric"] == metric)
         & (scores["reference"] == reference)
     )
-    s = scores.loc[sel, ["image_id", "value"]].copy()
-    s["image_id"] = s["image_id"].astype(str)
+    s = scores.loc[sel, ["image_id", "value"]]
+    s = s.assign(image_id=s["image_id"].astype(str))
     s = s[np.isfinite(s["value"].to_numpy(dtype=float)) & s["image_id"].isin(available)]
-    lab = labels.assign(image_id=labels["image_id"].astype(str), case_id=labels["case_id"]
-                        .astype(str))
-    s = s.merge(lab[lab["label"] == 1][["image_id", "case_id"]], on="image_id")
+    pos = labels[labels["label"] == 1]
+    pos = pd.DataFrame({"image_id": pos["image_id"].astype(str),
+                        "case_id": pos["case_id"].astype(str)})
+    return s.merge(pos, on="image_id")
+
+
+def select_cases(
+    scores: pd.DataFrame, labels: pd.DataFrame, *, model: str, split: str, method: str,
+    metric: str, reference: str, available: set[str],
+) -> list[GalleryCase]:
+    """Best, median and worst positive case by the case mean of ``metric``.
+
+    Cases as in :func:`positive_values`. The representative image of a case is the one
+    whose value is closest to the case mean (first on ties), so the row shows a typical
+    slice rather than the extreme one.
+    """
+    s = positive_values(scores, labels, model=model, split=split, method=method,
+                        metric=metric, reference=reference, available=available)
     if s.empty:
         return []
     case_mean = s.groupby("case_id", sort=True)["value"].mean()
@@ -97,8 +155,49 @@ def select_cases(
         seen.add(case_id)
         mean = float(order.iloc[pos])
         imgs = s[s["case_id"] == case_id]
-        closest = (imgs["value"] - mean).abs().to_numpy().argmin()
-        out.append(GalleryCase(rank, case_id, str(imgs["image_id"].iloc[closest]), mean))
+        closest = int((imgs["value"] - mean).abs().to_numpy().argmin())
+        out.append(GalleryCase(rank, case_id, str(imgs["image_id"].iloc[closest]), mean,
+                               float(imgs["value"].iloc[closest])))
+    return out
+
+
+def select_disagreement(
+    scores: pd.DataFrame, labels: pd.DataFrame, *, models: list[str], split: str,
+    method: str, metric: str, reference: str, available: Mapping[str, set[str]],
+    n: int = N_DISAGREE,
+) -> list[DisagreementCase]:
+    """The ``n`` positive cases with the largest range across ``models`` of the case mean.
+
+    A case counts when every model has a finite case mean (:func:`positive_values`) and
+    at least one of its images is scored by every model; ties go to the smaller case id.
+    The image shown is the case's image whose values range most across the models (the
+    smallest image id on ties): where the disagreement is visible.
+    """
+    if len(models) < 2:
+        return []
+    values = {m: positive_values(scores, labels, model=m, split=split, method=method,
+                                 metric=metric, reference=reference, available=available[m])
+              for m in models}
+    means = pd.DataFrame({m: v.groupby("case_id")["value"].mean()
+                          for m, v in values.items()}, columns=models).dropna()
+    per_image = pd.DataFrame({m: v.groupby("image_id")["value"].mean()
+                              for m, v in values.items()}, columns=models).dropna()
+    case_of = {str(i): str(c) for i, c in zip(labels["image_id"], labels["case_id"],
+                                              strict=True)}
+    image_case = pd.Series([case_of[str(i)] for i in per_image.index], index=per_image.index,
+                           dtype=object)
+    spread = (means.max(axis=1) - means.min(axis=1))
+    spread = spread[spread.index.isin(set(image_case))]
+    out: list[DisagreementCase] = []
+    for case_id in sorted(spread.index, key=lambda c: (-spread[c], str(c)))[:n]:
+        imgs = per_image[(image_case == case_id).to_numpy()].sort_index()
+        image_id = str((imgs.max(axis=1) - imgs.min(axis=1)).idxmax())
+        case_means, image_values = means.loc[case_id], imgs.loc[image_id]
+        out.append(DisagreementCase(
+            str(case_id), image_id, float(spread[case_id]),
+            tuple((m, float(case_means[m])) for m in models),
+            tuple((m, float(image_values[m])) for m in models),
+        ))
     return out
 
 
@@ -136,12 +235,14 @@ def normalise(s: np.ndarray, sign: str) -> np.ndarray:
     return ((s - lo) / (hi - lo)).astype(np.float32)
 
 
-def attention_region(s_norm: np.ndarray, metric: str) -> tuple[np.ndarray, str]:
+def attention_region(s_norm: np.ndarray, metric: str, seed: int = 0) -> tuple[np.ndarray, str]:
     """The attention region of the metric's threshold rule, and a label for it.
 
-    ``topQ``: the Q % highest pixels (exactly ceil(Q% of N); ties by position here,
-    by seeded jitter in the metric kernels); a number: ``S >= tau``. Rules that need
-    more than the map (``otsu``, ``tuned``) fall back to top 15 % for display.
+    ``topQ``: the top-K rule of the metric kernels (``topk_count`` pixels; ties broken
+    by the run's seeded jitter ``tiebreak_keys(seed, P)``, then by position), so a map
+    with ties shows the pixels the metric counted, not the first rows of the image; a
+    number: ``S >= tau``. Rules that need more than the map (``otsu``, ``tuned``) fall
+    back to top 15 % for display.
     """
     spec = metric.split("@", 1)[1] if "@" in metric else ""
     flat = s_norm.ravel()
@@ -158,9 +259,9 @@ def attention_region(s_norm: np.ndarray, metric: str) -> tuple[np.ndarray, str]:
             q, label = DEFAULT_TOP, f"top {DEFAULT_TOP:g} % (display rule)"
         else:
             return s_norm >= tau, f"S \u2265 {tau:g}"
-    k = max(1, math.ceil(q / 100 * flat.size))
+    order = np.lexsort((np.arange(flat.size), tiebreak_keys(seed, flat.size), -flat))
     region = np.zeros(flat.size, dtype=bool)
-    region[np.argsort(-flat, kind="stable")[:k]] = True
+    region[order[:topk_count(q, flat.size)]] = True
     return region.reshape(s_norm.shape), label
 
 
@@ -172,99 +273,153 @@ def _slice2d(*arrays: np.ndarray, guide: np.ndarray) -> list[np.ndarray]:
     return [a[k] for a in arrays]
 
 
-def render_model_png(
-    rows: list[dict[str, Any]], *, model: str, method: str, metric: str, region_label: str
-) -> bytes:
-    """One PNG: a row per case (CT | saliency | graded | attention vs consensus)."""
-    n = len(rows)
-    # Fixed layout (no constrained layout): it is several times faster and the panel
-    # geometry never changes. Heights in inches: title, n rows of panels, colourbars.
-    height = 0.65 + 2.15 * n + 0.75
-    fig = Figure(figsize=(9.6, height), dpi=DPI)
-    FigureCanvasAgg(fig)
-    grid = fig.add_gridspec(
-        n + 1, 4, height_ratios=[1.0] * n + [0.06], left=0.05, right=0.98,
-        top=1 - 0.65 / height, bottom=0.45 / height, wspace=0.06, hspace=0.28,
-    )
-    axes = np.array([[fig.add_subplot(grid[i, j]) for j in range(4)] for i in range(n)])
-    handles = {}
+def _panels(row: _Row) -> np.ndarray:
+    """The row's four panels side by side as one RGB image, white gaps between them.
+
+    Colours come from the same fixed scales as the colourbars (HU window, [0, 1]); the
+    attention fill is orange at alpha 0.6 over the CT.
+    """
+    grey = colormaps["gray"](Normalize(*HU_WINDOW, clip=True)(row.ct))[..., :3]
+    sal = colormaps[SALIENCY_CMAP](np.clip(row.saliency, 0, 1))[..., :3]
+    graded = colormaps[GRADED_CMAP](np.clip(row.graded, 0, 1))[..., :3]
+    over = grey.copy()
+    over[row.attention] = 0.4 * over[row.attention] + 0.6 * np.asarray(ATTENTION_RGB)
+    gap = np.ones((grey.shape[0], _gap(grey.shape[1]), 3))
+    return np.concatenate([grey, gap, sal, gap, graded, gap, over], axis=1)
+
+
+def _gap(width: int) -> int:
+    return max(1, round(GAP * width))
+
+
+def render_rows_png(rows: list[_Row], *, title: str, region_label: str) -> bytes:
+    """One PNG: a row per entry (CT | saliency | graded | attention vs consensus).
+
+    Each row is one image in one axes (four axes per row made drawing several times
+    slower); the layout is fixed in inches, so every figure has the same geometry.
+    """
+    h, w = rows[0].ct.shape
+    gap = _gap(w)
+    left, right, top, title_h, bottom, width = 0.5, 0.18, 0.3, 0.4, 0.85, 9.6
+    panel_w = (width - left - right) / (4 + 3 * GAP)
+    panel_h = panel_w * h / w
+    height = top + len(rows) * (title_h + panel_h) + bottom
+    fig = Figure(figsize=(width, height), dpi=DPI)
+
+    def rect(x: float, y_top: float, rw: float, rh: float) -> tuple[float, float, float, float]:
+        return (x / width, 1 - (y_top + rh) / height, rw / width, rh / height)
+
     for i, row in enumerate(rows):
-        ct, sal, graded, cons, att = row["ct"], row["saliency"], row["graded"], row["consensus"], \
-            row["attention"]
-        ax = axes[i]
-        handles["ct"] = ax[0].imshow(ct, cmap="gray", vmin=HU_WINDOW[0], vmax=HU_WINDOW[1],
-                                     interpolation="nearest")
-        handles["sal"] = ax[1].imshow(sal, cmap=SALIENCY_CMAP, vmin=0, vmax=1,
-                                      interpolation="nearest")
-        handles["graded"] = ax[2].imshow(graded, cmap=GRADED_CMAP, vmin=0, vmax=1,
-                                         interpolation="nearest")
-        ax[3].imshow(ct, cmap="gray", vmin=HU_WINDOW[0], vmax=HU_WINDOW[1],
-                     interpolation="nearest")
-        overlay = np.zeros((*att.shape, 4), dtype=np.float32)
-        overlay[att] = (*ATTENTION_RGB, 0.6)
-        ax[3].imshow(overlay, interpolation="nearest")
-        if cons.any() and not cons.all():
-            ax[3].contour(cons.astype(float), levels=[0.5], colors=CONSENSUS_COLOUR,
-                          linewidths=1.4)
-        ax[0].set_title(mpl_text(f"CT, image {row['image_id']}"), fontsize=8)
-        ax[1].set_title(mpl_text(f"{method}"), fontsize=8)
-        ax[2].set_title("graded importance", fontsize=8)
-        ax[3].set_title(mpl_text(f"{metric} = {row['value']:.2f}"), fontsize=8,
-                        fontweight="bold")
-        ax[0].set_ylabel(mpl_text(f"{row['rank']}\ncase {row['case_id']}"), fontsize=9)
-        for a in ax:
-            a.set_xticks([])
-            a.set_yticks([])
-    for j, (key, label) in enumerate(
-        [("ct", "HU"), ("sal", "saliency (min-max)"), ("graded", "share of annotators")]
-    ):
-        cax = fig.add_subplot(grid[n, j])
-        box = cax.get_position()  # narrower than the panel, so end labels do not collide
-        cax.set_position((box.x0 + 0.1 * box.width, box.y0, 0.8 * box.width, box.height))
-        cbar = fig.colorbar(handles[key], cax=cax, orientation="horizontal")
-        cbar.set_ticks(list(HU_TICKS) if key == "ct" else [0, 0.5, 1])
+        y = top + i * (title_h + panel_h) + title_h
+        ax = fig.add_axes(rect(left, y, width - left - right, panel_h))
+        ax.imshow(_panels(row), interpolation="nearest", aspect="auto")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.spines[:].set_visible(False)
+        ax.set_ylabel(mpl_text(row.label), fontsize=9)
+        texts = [row.image_title, row.saliency_title, "graded importance", row.metric_title]
+        for j, text in enumerate(texts):
+            x0 = j * (w + gap)
+            ax.add_patch(Rectangle((x0 - 0.5, -0.5), w, h, fill=False, linewidth=0.8))
+            ax.annotate(mpl_text(text), (x0 + w / 2 - 0.5, -0.5), xytext=(0, 3),
+                        textcoords="offset points", ha="center", va="bottom", fontsize=8,
+                        fontweight="bold" if j == 3 else "normal", annotation_clip=False)
+        if row.consensus.any() and not row.consensus.all():
+            ax.contour(np.arange(w) + 3 * (w + gap), np.arange(h),
+                       row.consensus.astype(float), levels=[0.5], colors=CONSENSUS_COLOUR,
+                       linewidths=1.4)
+    scales: list[tuple[Colormap, Normalize, list[float], str]] = [
+        (colormaps["gray"], Normalize(*HU_WINDOW), [float(t) for t in HU_TICKS], "HU"),
+        (colormaps[SALIENCY_CMAP], Normalize(0, 1), [0, 0.5, 1],
+         "saliency (min-max per map)"),
+        (colormaps[GRADED_CMAP], Normalize(0, 1), [0, 0.5, 1],
+         "graded importance (share of annotators)"),
+    ]
+    step = panel_w * (1 + GAP)
+    y_bar = height - bottom + 0.25
+    for j, (cmap, norm, ticks, label) in enumerate(scales):
+        cax = fig.add_axes(rect(left + j * step + 0.1 * panel_w, y_bar, 0.8 * panel_w, 0.12))
+        cbar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), cax=cax,
+                            orientation="horizontal")
+        cbar.set_ticks(ticks)
         cbar.set_label(label, fontsize=8)
         cbar.ax.tick_params(labelsize=7)
-    legend_ax = fig.add_subplot(grid[n, 3])
-    legend_ax.axis("off")
-    legend_ax.legend(
+    fig.legend(
         handles=[Patch(color=(*ATTENTION_RGB, 0.6), label=f"attention ({region_label})"),
                  Patch(facecolor="none", edgecolor=CONSENSUS_COLOUR, linewidth=1.4,
                        label="consensus")],
-        loc="center", fontsize=7, frameon=False, ncols=1,
+        loc="center", bbox_to_anchor=rect(left + 3 * step, y_bar - 0.2, panel_w, 0.5),
+        fontsize=7, frameon=False, ncols=1,
     )
-    fig.suptitle(mpl_text(f"model {model}"), fontsize=11, y=1 - 0.1 / height, va="top")
+    fig.suptitle(mpl_text(title), fontsize=11, y=1 - 0.1 / height, va="top")
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    # RGB, not matplotlib's RGBA (the figure is opaque): ~8 % smaller. No "Software"
+    # chunk either: the PNG bytes depend only on the data (reproducible).
+    image = Image.frombuffer("RGBA", canvas.get_width_height(), canvas.buffer_rgba())
     buf = io.BytesIO()
-    # No "Software" chunk: the PNG bytes then depend only on the data (reproducible).
-    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
+    image.convert("RGB").save(buf, format="png")
     return buf.getvalue()
 
 
-def _model_rows(
-    run: Run, dataset: Dataset, ctx: ReportContext, model: str, labels: pd.DataFrame
-) -> tuple[list[dict[str, Any]], str]:
-    """Rows (arrays + titles) of one model, and the attention-region label."""
-    ids, maps = run.maps(model, ctx.gallery_method)
-    ids = np.asarray(ids).astype(str)
-    position = {image_id: i for i, image_id in enumerate(ids)}
-    cases = select_cases(
-        run.scores, labels, model=model, split=ctx.primary_split, method=ctx.gallery_method,
-        metric=ctx.headline_metric, reference=ctx.headline_reference, available=set(ids),
-    )
-    sign = str(ctx.config.get("sign") or "positive")
-    rows, region_label = [], ""
-    for case in cases:
-        idx = dataset.positions([case.image_id])
-        ct = dataset.images(idx)[0]
-        graded = dataset.reference(idx, "graded")[0]
-        cons = dataset.reference(idx, "consensus")[0] > 0.5
-        sal = normalise(resize_bilinear(maps[position[case.image_id]], ct.shape), sign)
-        att, region_label = attention_region(sal, ctx.headline_metric)
+class _Gallery:
+    """What the figures need: the dataset, the labels, cached maps, the settings."""
+
+    def __init__(self, run: Run, dataset: Dataset, ctx: ReportContext) -> None:
+        self.run, self.dataset, self.ctx = run, dataset, ctx
+        self.labels = dataset.index[["image_id", "case_id", "label"]]
+        self.sign = str(ctx.config.get("sign") or "positive")
+        self.seed = int(ctx.config.get("seed") or 0)
+        self._maps: dict[tuple[str, str], tuple[dict[str, int], np.ndarray]] = {}
+
+    def maps(self, model: str, method: str) -> tuple[dict[str, int], np.ndarray]:
+        """``(position by image id, maps)``; BenchError when the run has none cached."""
+        if (model, method) not in self._maps:
+            ids, maps = self.run.maps(model, method)
+            self._maps[model, method] = ({str(i): k for k, i in enumerate(ids)}, maps)
+        return self._maps[model, method]
+
+    def cases(self, model: str, method: str) -> list[GalleryCase]:
+        ctx = self.ctx
+        return select_cases(
+            self.run.scores, self.labels, model=model, split=ctx.primary_split,
+            method=method, metric=ctx.headline_metric, reference=ctx.headline_reference,
+            available=set(self.maps(model, method)[0]),
+        )
+
+    def disagreement(self) -> list[DisagreementCase]:
+        """Over the models with cached maps of the gallery method."""
+        ctx, available = self.ctx, {}
+        for model in ctx.models:
+            try:
+                available[model] = set(self.maps(model, ctx.gallery_method)[0])
+            except BenchError:
+                continue
+        return select_disagreement(
+            self.run.scores, self.labels, models=list(available), split=ctx.primary_split,
+            method=ctx.gallery_method, metric=ctx.headline_metric,
+            reference=ctx.headline_reference, available=available,
+        )
+
+    def row(self, model: str, method: str, image_id: str, *, label: str,
+            metric_title: str) -> tuple[_Row, str]:
+        """One row's arrays, and the attention-region label."""
+        position, maps = self.maps(model, method)
+        idx = self.dataset.positions([image_id])
+        ct = self.dataset.images(idx)[0]
+        graded = self.dataset.reference(idx, "graded")[0]
+        cons = self.dataset.reference(idx, "consensus")[0] > 0.5
+        sal = normalise(resize_bilinear(maps[position[image_id]], ct.shape), self.sign)
+        att, region_label = attention_region(sal, self.ctx.headline_metric, self.seed)
         ct, sal, graded, cons, att = _slice2d(ct, sal, graded, cons, att, guide=cons)
-        rows.append({"ct": ct, "saliency": sal, "graded": graded, "consensus": cons,
-                     "attention": att, "rank": case.rank, "case_id": case.case_id,
-                     "image_id": case.image_id, "value": case.value})
-    return rows, region_label
+        return _Row(ct, sal, graded, cons, att, label, f"CT, image {image_id}",
+                    method, metric_title), region_label
+
+
+def gallery_methods(ctx: ReportContext) -> list[str]:
+    """The gallery method first, then the other explainers in report order."""
+    rest = [m for m in ctx.explainers if m != ctx.gallery_method]
+    return [ctx.gallery_method, *rest] if ctx.gallery_method in ctx.methods else rest
 
 
 def gallery_section(run: Run, dataset: Dataset | None, ctx: ReportContext) -> str:
@@ -275,42 +430,118 @@ def gallery_section(run: Run, dataset: Dataset | None, ctx: ReportContext) -> st
             "`build_report(run, dataset)` (or run `bench report` where the data is "
             "available) to draw it."
         )
-    labels = dataset.index[["image_id", "case_id", "label"]]
+    g = _Gallery(run, dataset, ctx)
+    metric = md(ctx.headline_metric)
     parts = [
-        f"Positive cases of split {md(ctx.primary_split)}, chosen by the case mean of "
-        f"{md(ctx.headline_metric)} against the {md(ctx.headline_reference)} reference for "
-        f"{md(ctx.gallery_method)} maps: the best, the median and the worst case, one "
-        "representative image each (the image closest to the case mean). Columns: CT "
-        f"(window {HU_WINDOW[0]:g} to {HU_WINDOW[1]:g} HU), the saliency map resized to "
-        "the image and min-max normalised, the graded importance (share of annotators "
-        "marking the pixel), and the attention region used by the metric (filled) with "
-        "the consensus outline. Colour scales are fixed across rows and models.\n\n"
+        f"Positive cases of split {md(ctx.primary_split)}, scored by the case mean of "
+        f"{metric} against the {md(ctx.headline_reference)} reference. Each row shows "
+        f"one image: the CT (window {HU_WINDOW[0]:g} to {HU_WINDOW[1]:g} HU), the saliency "
+        "map resized to the image and min-max normalised per map, the graded importance "
+        "(share of annotators marking the pixel, 0 to 1), and the attention region used by "
+        "the metric (filled orange) with the consensus outline (blue); the row title gives "
+        "the case mean and the image's value. Colour scales are the same in every panel "
+        "and colourblind-safe.\n\n",
+        "### Best, median and worst case per method {#gallery-by-method}\n\n",
+        "For each method and model, the best, the median and the worst case, each shown "
+        "by the image closest to the case mean. Null baselines are left out. "
+        f"{md(ctx.gallery_method)} is open; click a method to open it (a closed block "
+        "is not printed).\n\n",
     ]
+    for method in gallery_methods(ctx):
+        parts.append(raw_html_block(_method_block(g, method)))
+        parts.append("\n")
+    parts.append("### Cases where the models disagree most {#gallery-disagreement}\n\n")
+    parts.append(_disagreement_block(g))
+    return "".join(parts)
+
+
+def _method_block(g: _Gallery, method: str) -> str:
+    """``<details>`` with one figure per model (best, median, worst rows)."""
+    ctx = g.ctx
+    is_open = " open" if method == ctx.gallery_method else ""
+    out = [f'<details class="gallery-method" data-method="{html_text(method)}"{is_open}>'
+           f"<summary><strong>{html_text(ctx.method_label(method))}</strong></summary>"]
     for model in ctx.models:
         try:
-            rows, region_label = _model_rows(run, dataset, ctx, model, labels)
-        except KeyError as err:
-            parts.append(_callout(f"No gallery for model {md(model)}: {md(err)}."))
+            cases = g.cases(model, method)
+            drawn = [g.row(model, method, c.image_id, label=f"{c.rank}\ncase {c.case_id}",
+                           metric_title=_values(ctx, c.value, c.image_value))
+                     for c in cases]
+        except (KeyError, BenchError) as err:
+            out.append(f"<p>No gallery for model {html_text(model)}: {html_text(err)}.</p>")
             continue
-        if not rows:
-            parts.append(_callout(
-                f"No gallery for model {md(model)}: no positive case with a finite "
-                f"{md(ctx.headline_metric)} in split {md(ctx.primary_split)}."))
+        if not drawn:
+            out.append(f"<p>No gallery for model {html_text(model)}: no positive case with "
+                       f"a finite {html_text(ctx.headline_metric)} in split "
+                       f"{html_text(ctx.primary_split)}.</p>")
             continue
-        png = render_model_png(rows, model=model, method=ctx.gallery_method,
-                               metric=ctx.headline_metric, region_label=region_label)
-        alt = (f"Gallery for model {model}: {ctx.gallery_method} saliency, graded importance "
-               f"and attention region for {len(rows)} cases")
-        caption = ", ".join(f"{r['rank']}: case {r['case_id']} ({r['value']:.2f})" for r in rows)
-        parts.append(f"### Model {md(model)}\n\n")
-        parts.append(raw_html_block(
-            f'<figure class="gallery"><img alt="{html_text(alt)}" '
-            f'src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'
-            f"<figcaption>{html_text(ctx.headline_metric)} per case \u2014 "
-            f"{html_text(caption)}</figcaption></figure>"
-        ))
+        png = render_rows_png([r for r, _ in drawn], title=f"model {model} \u00b7 {method}",
+                              region_label=drawn[0][1])
+        spans = ", ".join(
+            f'<span class="gallery-case" data-rank="{c.rank}" data-case="{html_text(c.case_id)}"'
+            f' data-image="{html_text(c.image_id)}">{c.rank}: case {html_text(c.case_id)} '
+            f"({c.value:.{ctx.digits}f})</span>" for c in cases)
+        alt = (f"Gallery for model {model}, method {method}: saliency, graded importance "
+               f"and attention region for {len(cases)} cases")
+        out.append(_figure(png, alt, f"Model {html_text(model)}, {html_text(method)}, "
+                           f"{html_text(ctx.headline_metric)} per case \u2014 {spans}",
+                           f'data-model="{html_text(model)}" data-method="{html_text(method)}"'))
+    out.append("</details>")
+    return "\n".join(out)
+
+
+def _values(ctx: ReportContext, case_mean: float, image_value: float) -> str:
+    """Title of the overlay panel: the metric, the case mean and the image's value."""
+    d = ctx.digits
+    return f"{ctx.headline_metric}\ncase {case_mean:.{d}f}, image {image_value:.{d}f}"
+
+
+def _disagreement_block(g: _Gallery) -> str:
+    """Markdown: intro, then one figure per case with a row per model."""
+    ctx = g.ctx
+    method, metric = ctx.gallery_method, ctx.headline_metric
+    cases = g.disagreement()
+    if not cases:
+        return _callout(
+            f"No disagreement gallery: it needs at least two models with a finite "
+            f"{md(metric)} for {md(method)} on a common positive case of split "
+            f"{md(ctx.primary_split)}.")
+    parts = [
+        f"The {len(cases)} positive cases whose case mean of {md(metric)} for "
+        f"{md(method)} maps differs most between the models (largest range across "
+        "models), each shown by the image where the models' values range most, every "
+        "model a row.\n\n"
+    ]
+    for case in cases:
+        try:
+            drawn = [g.row(model, method, case.image_id, label=f"model {model}",
+                           metric_title=_values(ctx, mean, value))
+                     for (model, mean), (_, value) in zip(case.case_means, case.image_values,
+                                                          strict=True)]
+        except KeyError as err:  # an image the dataset lacks
+            parts.append(_callout(f"No figure for case {md(case.case_id)}: {md(err)}."))
+            continue
+        png = render_rows_png(
+            [r for r, _ in drawn], region_label=drawn[0][1],
+            title=f"case {case.case_id}: models differ by {case.spread:.{ctx.digits}f}")
+        values = ", ".join(f"{html_text(m)} {v:.{ctx.digits}f}" for m, v in case.case_means)
+        alt = (f"Case {case.case_id}, image {case.image_id}: {method} saliency of every "
+               "model, graded importance and attention region")
+        parts.append(raw_html_block(_figure(
+            png, alt,
+            f"Case {html_text(case.case_id)} (image {html_text(case.image_id)}): "
+            f"{html_text(metric)} case mean {values}; range "
+            f"{case.spread:.{ctx.digits}f}.",
+            f'data-case="{html_text(case.case_id)}" data-image="{html_text(case.image_id)}"'
+            f' data-spread="{case.spread!r}"', extra_class=" gallery-disagreement")))
         parts.append("\n")
     return "".join(parts)
+
+
+def _figure(png: bytes, alt: str, caption_html: str, attrs: str, extra_class: str = "") -> str:
+    return (f'<figure class="gallery{extra_class}" {attrs}><img alt="{html_text(alt)}" '
+            f'src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'
+            f"<figcaption>{caption_html}</figcaption></figure>")
 
 
 def _callout(text: str, kind: str = "note") -> str:

@@ -26,7 +26,25 @@ CITATIONS = {
     "input_x_gradient": "shrikumar2016not",
     "occlusion": "zeiler2014visualizing",
 }
+#: Where each metric's definition comes from (METRICS.md); keys in references.bib.
+METRIC_CITATIONS = {
+    "irrelevant_fraction": "zeng2024inconsistency",
+    "precision": "zeng2024inconsistency",
+    "iou": "saporta2022benchmarking",
+    "dice": "saporta2022benchmarking",
+    "pointing_game": "zhang2018topdown",
+    "mass_accuracy": "arras2022clevr",
+    "rank_accuracy": "arras2022clevr",
+    "nss": "peters2005components",
+    "auroc": "bylinskii2019metrics",
+    "cc": "bylinskii2019metrics",
+    "sim": "bylinskii2019metrics",
+    "kl": "bylinskii2019metrics",
+    "ssim": "wang2004ssim",
+    "spearman_abs": "adebayo2018",
+}
 CAPTUM = "kokhlikyan2020captum"
+_ADJUST_CITATION = {"bh": "benjamini1995controlling", "fdr_bh": "benjamini1995controlling"}
 BCA = "efron1987better"
 JIIM = "zeng2024inconsistency"
 
@@ -53,7 +71,8 @@ def _pick(frame: pd.DataFrame, lower: bool) -> dict[str, Any] | None:
 
 
 def summary_sentences(
-    ctx: ReportContext, summary: pd.DataFrame, classification: pd.DataFrame | None
+    ctx: ReportContext, summary: pd.DataFrame, classification: pd.DataFrame | None,
+    comparisons: pd.DataFrame | None = None, human: pd.DataFrame | None = None,
 ) -> str:
     """A few sentences on the headline numbers (markdown)."""
     metric, lower = ctx.headline_metric, lower_is_better(ctx.headline_metric)
@@ -73,15 +92,83 @@ def summary_sentences(
         f"**{md(best['model'])}** explained by **{md(best['method'])}** on split "
         f"{md(best['split'])}."
     )
+    out += _margin(ctx, best, primary, comparisons, lower)
+    out += _human_sentence(ctx, human)
     out += _accurate_but_misaligned(ctx, expl, classification, lower)
     flagged = sorted(k for k in not_above_baseline(ctx, head) if k[1] == ctx.primary_split)
     if flagged:
-        listed = "; ".join(f"{md(m)} / {md(meth)}" for m, _, meth in flagged)
-        out.append(
-            f"On {md(ctx.primary_split)}, these model / explainer pairs do not beat the best "
-            f"null baseline (marked \u2020 in the table): {listed}."
-        )
+        out.append(_baseline_sentence(ctx, head, flagged))
     return " ".join(out) + "\n"
+
+
+def _baseline_sentence(ctx: ReportContext, head: pd.DataFrame,
+                       flagged: list[tuple[str, str, str]]) -> str:
+    """Which explainers fail to beat the best null baseline, per model (primary split)."""
+    per_model: dict[str, list[str]] = {}
+    for model, _, method in flagged:
+        per_model.setdefault(model, []).append(method)
+    parts = []
+    for model in ctx.models:
+        methods = per_model.get(model)
+        if not methods:
+            continue
+        if set(methods) >= set(ctx.explainers):
+            parts.append(f"{md(model)}: every explainer")
+        else:
+            parts.append(f"{md(model)}: {', '.join(md(m) for m in methods)}")
+    best = ""
+    if "best_baseline" in head.columns:
+        names = sorted({str(b) for b in head["best_baseline"].dropna()})
+        if len(names) == 1:
+            best = f" ({md(names[0])})"
+    return (f"On {md(ctx.primary_split)}, these explainers are not shown to beat the best "
+            f"null baseline{best} (marked \u2020 in the table) — " + "; ".join(parts) + ".")
+
+
+def _margin(ctx: ReportContext, best: dict[str, Any], explainers: pd.DataFrame,
+            comparisons: pd.DataFrame | None, lower: bool) -> list[str]:
+    """By how much the best explainer beats the runner-up of the same model (paired)."""
+    if comparisons is None or comparisons.empty:
+        return []
+    same = explainers[(explainers["model"] == best["model"])
+                      & (explainers["method"] != best["method"])]
+    runner = _pick(same, lower)
+    if runner is None:
+        return []
+    c = comparisons
+    pair = c[(c["family"] == "methods") & (c["within"] == best["model"])
+             & (c["split"] == best["split"]) & (c["metric"] == ctx.headline_metric)
+             & (c["reference"] == ctx.headline_reference)
+             & c["a"].isin([best["method"], runner["method"]])
+             & c["b"].isin([best["method"], runner["method"]])]
+    if pair.empty:
+        return []
+    r = records(pair)[0]
+    sign = 1.0 if r["a"] == best["method"] else -1.0
+    lo, hi = sorted((sign * float(r["ci_low"]), sign * float(r["ci_high"])))
+    diff = sign * float(r["diff"])
+    p_adj = r["p_adj"]
+    p_text = "" if is_missing(p_adj) else f", adjusted p {_p_text(float(p_adj))}"
+    return [f"The runner-up explainer of that model, {md(runner['method'])}, differs by "
+            f"{fmt_ci(diff, lo, hi, ctx.digits)} (paired case bootstrap{p_text})."]
+
+
+def _p_text(p: float) -> str:
+    return "< 0.001" if p < 0.001 else f"= {p:.3f}"
+
+
+def _human_sentence(ctx: ReportContext, human: pd.DataFrame | None) -> list[str]:
+    if human is None or human.empty or "annotator" not in human.columns:
+        return []
+    sel = human[(human["annotator"] == "all") & (human["split"] == ctx.primary_split)
+                & (human["metric"] == ctx.headline_metric)
+                & (human["reference"] == ctx.headline_reference)]
+    if sel.empty or is_missing(sel["estimate"].iloc[0]):
+        return []
+    r = records(sel)[0]
+    return [f"For scale, the annotators scored against the {md(ctx.headline_reference)} of "
+            f"the others reach {fmt_ci(r['estimate'], r['ci_low'], r['ci_high'], ctx.digits)}"
+            " (the human benchmark)."]
 
 
 def _accurate_but_misaligned(
@@ -172,7 +259,7 @@ def methods_paragraph(ctx: ReportContext) -> str:
         f"split(s) {', '.join(md(s) for s in ctx.splits)}. References: "
         f"{', '.join(md(r) for r in ctx.references)}; `consensus` = pixels marked by at least "
         "half of the annotators, `graded` = the mean of the annotator masks (share of "
-        f"annotators). Metrics: {', '.join(md(m) for m in ctx.metrics)}. Threshold rules: "
+        f"annotators). Metrics: {_cited_metrics(ctx.metrics)}. Threshold rules: "
         f"{threshold_text}. The headline figure is {md(ctx.headline_metric)} against "
         f"{md(ctx.headline_reference)}"
         + (f", the share of the attention region outside the annotated findings [@{JIIM}]"
@@ -189,7 +276,7 @@ def methods_paragraph(ctx: ReportContext) -> str:
         f"{_INTERVALS.get(ci, md(ci) + ' intervals')}. Images with an undefined metric "
         "(NaN) are dropped before aggregation and counted per cell. Classification: image- "
         "and case-level AUROC with case-bootstrap intervals; accuracy, sensitivity and "
-        "specificity with Wilson intervals.",
+        "specificity with Wilson intervals [@wilson1927probable].",
     ]
     adjust = cfg.get("adjust") or cfg.get("correction") or "Holm"
     paragraphs.append(
@@ -198,8 +285,9 @@ def methods_paragraph(ctx: ReportContext) -> str:
         "interval on the same draws, a two-sided paired sign-flip permutation test on "
         "case-level differences (exact when 2^n is small, else 10,000 flips), the Wilcoxon "
         "signed-rank test (zsplit) as a second opinion and the matched-pairs rank-biserial "
-        f"effect size; p-values are adjusted with {md(adjust)} within each family (one "
-        "family per split, reference, metric and comparison kind)."
+        f"effect size [@kerby2014simple]; p-values are adjusted with {md(adjust)} "
+        f"[@{_ADJUST_CITATION.get(str(adjust).lower(), 'holm1979simple')}] "
+        "within each family (one family per split, reference, metric and comparison kind)."
     )
     paragraphs.append(
         "Floors, ceilings and checks. "
@@ -221,6 +309,15 @@ def methods_paragraph(ctx: ReportContext) -> str:
         "case-bootstrap interval on the same draws."
     )
     return "\n\n".join(paragraphs) + "\n"
+
+
+def _cited_metrics(metrics: list[str]) -> str:
+    """Metric names, each with the citation of its definition where there is one."""
+    out = []
+    for m in metrics:
+        key = METRIC_CITATIONS.get(metric_base(m))
+        out.append(f"{md(m)} [@{key}]" if key else md(m))
+    return ", ".join(out)
 
 
 def _is_fraction(value: Any) -> bool:
