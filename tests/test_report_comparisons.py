@@ -125,3 +125,16 @@ def test_summary_states_the_margin_over_the_runner_up_and_the_human_band(run_ctx
     band = h[(h.annotator == "all") & (h.split == ctx.primary_split)
              & (h.metric == ctx.headline_metric) & (h.reference == ctx.headline_reference)]
     assert f"reach {band.estimate.iloc[0]:.2f}" in text
+
+
+def test_figures_are_quarto_figure_divs_with_their_caption_inside(run_ctx):
+    from benchmark.report.document import build_document
+
+    run, ctx = run_ctx
+    qmd = build_document(run, None, ctx)
+    for label in ("fig-forest", "fig-forest-all", "fig-distributions", "fig-cd-diagram"):
+        start = qmd.index(f"::: {{#{label}}}\n")
+        body = qmd[start:qmd.index("\n:::\n", start)]
+        assert body.count("```{=html}") == 1, label
+        caption = body.rsplit("```", 1)[1].strip()
+        assert len(caption) > 40, label  # the last paragraph is the caption

@@ -148,17 +148,16 @@ def _agreement(ctx: ReportContext, run: Run) -> str:
         # which would alter the bundle's multi-line string literals.
         + raw_html_block(figures.plotlyjs_block())
         + "\n"
-        + raw_html_block(
-            f'<div class="report-figure">{figures.figure_html(fig, FOREST_DIV_ID)}</div>')
-        + "\n"
-        + f"{md(ctx.headline_metric)} against the {md(ctx.headline_reference)} reference, "
-        f"per model (panels) and method (rows); points are estimates, whiskers "
-        f"{_level(ctx)} case-bootstrap intervals, colours the splits. Null baselines "
-        "(open diamonds, grey band) show what a map without information about the model "
-        "scores. The green band is the human benchmark: each annotator scored against the "
-        f"{md(ctx.headline_reference)} of the other annotators, pooled, with its interval "
-        "(an explainer is not expected to agree with the experts better than they agree "
-        "with each other).\n\n"
+        + _quarto_figure(
+            "fig-forest", _figure(fig, FOREST_DIV_ID),
+            f"{md(ctx.headline_metric)} against the {md(ctx.headline_reference)} reference, "
+            f"per model (panels) and method (rows); points are estimates, whiskers "
+            f"{_level(ctx)} case-bootstrap intervals, colours the splits. Null baselines "
+            "(open diamonds, grey band) show what a map without information about the model "
+            "scores. The green band is the human benchmark: each annotator scored against "
+            f"the {md(ctx.headline_reference)} of the other annotators, pooled, with its "
+            "interval (an explainer is not expected to agree with the experts better than "
+            "they agree with each other).")
         + _human_section(ctx, human)
         + "### All metrics {#sec-all-metrics}\n\n"
         + tables.metrics_tables(ctx, run.summary)
@@ -174,6 +173,12 @@ def _figure(fig: Any, div_id: str) -> str:
     return raw_html_block(f'<div class="report-figure">{figures.figure_html(fig, div_id)}</div>')
 
 
+def _quarto_figure(label: str, block: str, caption: str) -> str:
+    """A Quarto cross-referenceable figure: a ``fig-`` div whose last paragraph is the
+    caption (pandoc keeps it as a div with that id)."""
+    return f"::: {{#{label}}}\n\n{block}\n{caption}\n\n:::\n\n"
+
+
 def _more_agreement(ctx: ReportContext, run: Run) -> str:
     """Every metric's forest plot, case-level distributions, threshold curves and
     agreement per annotator."""
@@ -182,25 +187,27 @@ def _more_agreement(ctx: ReportContext, run: Run) -> str:
     fig = agreement.forest_all_figure(ctx, run.summary, run.human)
     if fig is not None:
         text += ("### Forest plots of every metric {#sec-forest-all}\n\n"
-                 + _figure(fig, "forest-all-figure")
-                 + "\nThe same forest plot for each metric; pick the metric and reference in "
-                 "the menu (graded metrics are against the graded reference).\n\n")
+                 + _quarto_figure(
+                     "fig-forest-all", _figure(fig, "forest-all-figure"),
+                     "The same forest plot for each metric; pick the metric and reference "
+                     "in the menu (graded metrics are against the graded reference)."))
     fig = agreement.distribution_figure(ctx, run.scores)
     if fig is not None:
         text += ("### Case-level distributions {#sec-distributions}\n\n"
-                 + _figure(fig, "distribution-figure")
-                 + f"\nPer-case mean of {what} on split {md(ctx.primary_split)}, each point "
-                 "a case; boxes show quartiles and whiskers 1.5 IQR.\n\n")
+                 + _quarto_figure(
+                     "fig-distributions", _figure(fig, "distribution-figure"),
+                     f"Per-case mean of {what} on split {md(ctx.primary_split)}, each "
+                     "point a case; boxes show quartiles and whiskers 1.5 IQR."))
     fig = agreement.curves_figure(ctx, run.curves)
     if fig is not None:
         curves = run.curves
         text += ("### Threshold curves {#sec-threshold-curves}\n\n"
-                 + _figure(fig, "curves-figure")
-                 + f"\n{md(curves['metric'].iloc[0])} against the "
+                 + _quarto_figure("fig-threshold-curves", _figure(fig, "curves-figure"),
+                 f"{md(curves['metric'].iloc[0])} against the "
                  f"{md(curves['reference'].iloc[0])} reference at fixed thresholds τ of the "
                  "min-max normalised map (the region is S̃ ≥ τ): median over cases, band = "
                  f"{_level(ctx)} case-bootstrap interval of the median, split "
-                 f"{md(ctx.primary_split)}; dotted = null baselines.\n\n")
+                 f"{md(ctx.primary_split)}; dotted = null baselines."))
     table = agreement.annotator_table(ctx, run.summary)
     if table:
         text += ("### Agreement per annotator {#sec-per-annotator}\n\n" + table
@@ -252,12 +259,12 @@ def _comparisons(ctx: ReportContext, run: Run) -> str:
     if fig is not None:
         text += (
             "### Critical-difference diagram {#sec-cd-diagram}\n\n"
-            + raw_html_block(f'<div class="report-figure">{figures.figure_html(fig, CD_DIV_ID)}'
-                             "</div>")
-            + f"\nMean rank of each method over cases (Friedman test, cases as blocks; "
-            f"rank 1 = best) for {what}. Methods joined by a black bar are not "
-            "significantly different by the Nemenyi test (mean ranks closer than the "
-            "critical difference CD, α = 0.05).\n\n"
+            + _quarto_figure(
+                "fig-cd-diagram", _figure(fig, CD_DIV_ID),
+                f"Mean rank of each method over cases (Friedman test, cases as blocks; "
+                f"rank 1 = best) for {what}. Methods joined by a black bar are not "
+                "significantly different by the Nemenyi test (mean ranks closer than the "
+                "critical difference CD, α = 0.05).")
         )
     mixed = comparisons.mixed_table(ctx, run.mixed)
     if mixed:

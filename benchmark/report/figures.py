@@ -178,23 +178,39 @@ def _split_trace(
     )
 
 
+def _panel_axes(n_panels: int) -> list[tuple[str, str]]:
+    """(x axis, y axis) ids of the panels of a one-row subplot grid: x, y, x2, y2, ..."""
+    return [("x" if k == 1 else f"x{k}", "y" if k == 1 else f"y{k}")
+            for k in range(1, n_panels + 1)]
+
+
+# Shapes are written as plain dicts for every panel at once: plotly's add_hrect(row="all")
+# validates each shape against the whole figure and costs ~50 ms per call.
 def _baseline_bands(fig: go.Figure, ctx: ReportContext, ypos: dict[str, int]) -> None:
-    for method in ctx.methods:
-        if ctx.is_baseline(method):
-            y = ypos[method]
-            fig.add_hrect(y0=y - 0.45, y1=y + 0.45, fillcolor=BASELINE_FILL, line_width=0,
-                          layer="below", row="all", col="all")
+    shapes = [
+        {"type": "rect", "xref": f"{xa} domain", "x0": 0, "x1": 1, "yref": ya,
+         "y0": ypos[m] - 0.45, "y1": ypos[m] + 0.45, "fillcolor": BASELINE_FILL,
+         "line": {"width": 0}, "layer": "below"}
+        for m in ctx.methods if ctx.is_baseline(m)
+        for xa, ya in _panel_axes(max(len(ctx.models), 1))
+    ]
+    fig.update_layout(shapes=list(fig.layout.shapes) + shapes)
 
 
 def _human_band(fig: go.Figure, ctx: ReportContext, band: dict[str, Any] | None) -> None:
     if band is None:
         return
     lo, hi, est = band["ci_low"], band["ci_high"], float(band["estimate"])
-    if not (is_missing(lo) or is_missing(hi)):
-        fig.add_vrect(x0=float(lo), x1=float(hi), fillcolor=HUMAN_FILL, line_width=0,
-                      layer="below", row="all", col="all")
-    fig.add_vline(x=est, line={"color": HUMAN_LINE, "width": 1.5, "dash": "dash"},
-                  row="all", col="all")
+    shapes = []
+    for xa, ya in _panel_axes(max(len(ctx.models), 1)):
+        if not (is_missing(lo) or is_missing(hi)):
+            shapes.append({"type": "rect", "xref": xa, "x0": float(lo), "x1": float(hi),
+                           "yref": f"{ya} domain", "y0": 0, "y1": 1, "fillcolor": HUMAN_FILL,
+                           "line": {"width": 0}, "layer": "below"})
+        shapes.append({"type": "line", "xref": xa, "x0": est, "x1": est,
+                       "yref": f"{ya} domain", "y0": 0, "y1": 1,
+                       "line": {"color": HUMAN_LINE, "width": 1.5, "dash": "dash"}})
+    fig.update_layout(shapes=list(fig.layout.shapes) + shapes)
     fig.add_trace(
         go.Scatter(
             x=[None], y=[None], mode="lines",
