@@ -1,5 +1,5 @@
 """``python -m benchmark`` is the ``bench`` command."""
 
-from benchmark.cli import app
+from benchmark.cli import main
 
-app()
+main()

@@ -1,8 +1,9 @@
 """The ``bench`` command line (Typer + Rich).
 
-Exit codes: 0 success; 2 a user error (bad configuration, manifest, checkpoint or data),
-reported as one line on stderr; 130 interrupted (Ctrl-C); 1 an internal error (a bug: the
-traceback is shown so it can be reported).
+Exit codes: 0 success; 1 a regression gate failed (``--fail-if-worse``); 2 a user error
+(bad configuration, manifest, checkpoint or data), reported as one line on stderr;
+3 an internal error (a bug: the traceback is shown so it can be reported); 130
+interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -32,8 +33,30 @@ app.add_typer(demo_app, name="demo")
 out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
+EXIT_GATE = 1
 EXIT_USER = 2
+EXIT_BUG = 3
 EXIT_INTERRUPT = 130
+
+
+def main() -> None:
+    """The ``bench`` entry point: :data:`app`, with any unexpected exception (a bug, not a
+    user mistake) shown with its traceback and exit status 3, distinct from a failed
+    regression gate (1)."""
+    import traceback
+
+    try:
+        app(standalone_mode=True)
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/]")
+        sys.exit(EXIT_INTERRUPT)
+    except Exception:  # noqa: BLE001 - the last line of defence
+        traceback.print_exc()
+        err.print("[bold red]internal error[/]: this is a bug in saliency-bench; please "
+                  "report it with the traceback above")
+        sys.exit(EXIT_BUG)
 
 
 @contextmanager
@@ -47,8 +70,13 @@ def user_errors() -> Iterator[None]:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         err.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_USER) from None
-    except KeyboardInterrupt:
-        err.print("[yellow]interrupted[/]; finished stages are kept in the run directory")
+    except KeyboardInterrupt as e:
+        run_dir = getattr(e, "run_dir", None)
+        if run_dir is not None:
+            err.print(f"[yellow]interrupted[/]; cached maps are kept in {run_dir}; continue with: "
+                      f"bench run --resume {run_dir}", highlight=False, soft_wrap=True)
+        else:
+            err.print("[yellow]interrupted[/]")
         raise typer.Exit(EXIT_INTERRUPT) from None
 
 
@@ -103,7 +131,7 @@ def run(
     config: Annotated[Path | None, Opt("--config", "-c", help="YAML file of run settings.")] = None,
     manifest: Annotated[str | None, Opt(help="Data manifest [default: ./data_manifest.yaml].")] = None,
     dataset: Annotated[str | None, Opt(help="Dataset name [default: the manifest's first].")] = None,
-    model: Annotated[list[str] | None, Opt("--model", "-m", help="Model name (repeat) [default: all].")] = None,
+    model: Annotated[list[str] | None, Opt("--model", "-m", help="Model name from the manifest, or a checkpoint path: TorchScript, torch.export .pt2, or a state dict with --factory (repeat) [default: all of the manifest's].")] = None,
     method: Annotated[list[str] | None, Opt("--method", help="Saliency method (repeat) [default: all]; see `bench methods`.")] = None,
     metric: Annotated[list[str] | None, Opt("--metric", help="Metric, e.g. iou@top15 (repeat); see `bench metrics`.")] = None,
     reference: Annotated[list[str] | None, Opt("--reference", help="consensus, union, intersection, annotator:ID, graded (repeat).")] = None,
@@ -121,6 +149,15 @@ def run(
     batch_size: Annotated[int | None, Opt(help="Images per explainer batch [default: 64].")] = None,
     report: Annotated[bool, Opt(help="Render report.html at the end.")] = True,
     engine: Annotated[str | None, Opt(help="Report engine: auto, quarto or pandoc.")] = None,
+    factory: Annotated[str | None, Opt(help="package.module:function that builds the module of a state-dict checkpoint.")] = None,
+    factory_kwarg: Annotated[list[str] | None, Opt("--factory-kwarg", help="KEY=VALUE keyword argument of the factory (repeat); VALUE is read as YAML (3, 0.5, true, [1, 2], text).")] = None,
+    target_layer: Annotated[str | None, Opt(help="Layer of the CAM methods [default: the manifest's, else the last convolution].")] = None,
+    model_output: Annotated[str | None, Opt(help="What the model returns: logits or probabilities [default: logits].")] = None,
+    target: Annotated[int | None, Opt(help="Output unit explained and scored [default: 0 for one output, else 1].")] = None,
+    trust_checkpoint: Annotated[bool, Opt("--trust-checkpoint", help="Allow a pickled full model (runs code from the file; only for files you trust).")] = False,
+    resume: Annotated[Path | None, Opt(help="Continue an interrupted run in RUN_DIR with its own settings; cached maps are reused.")] = None,
+    baseline: Annotated[Path | None, Opt(help="A run directory to compare this run with (paired on shared cases); adds a report section.")] = None,
+    fail_if_worse: Annotated[list[str] | None, Opt("--fail-if-worse", help="METRIC[:MARGIN] (repeat): exit 1 when this run is significantly worse than --baseline by more than MARGIN.")] = None,
 ) -> None:
     """Run saliency methods on checkpoints, score the maps, bootstrap, and render the report."""
     import benchmark.pipeline as pipeline
@@ -130,19 +167,67 @@ def run(
         metrics=metric or None, references=reference or None, splits=split or None,
         out=out_dir, n_boot=n_boot, level=level, ci_method=ci_method, weighting=weighting,
         seed=seed, sign=sign, explain=explain, batch_size=batch_size, engine=engine,
+        factory=factory, target_layer=target_layer, model_output=model_output, target=target,
+        baseline=str(baseline) if baseline is not None else None,
+        fail_if_worse=fail_if_worse or None,
     )
-    if stratify:
-        overrides["stratify"] = True
-    if roi:
-        overrides["roi"] = True
+    for flag, value in (("stratify", stratify), ("roi", roi), ("trust_checkpoint", trust_checkpoint)):
+        if value:
+            overrides[flag] = True
     if not report:
         overrides["report"] = False
     with user_errors():
+        if factory_kwarg:
+            overrides["factory_kwargs"] = _parse_kwargs(factory_kwarg)
+        if resume is not None:
+            config = pipeline.resume_config(resume)  # type: ignore[assignment]
+            overrides = {k: v for k, v in overrides.items() if k == "report" or k == "engine"}
         result = pipeline.run(config, **overrides)
     out.print(headline_table(result))
     if result.report_html.exists():
         out.print(f"report: [bold]{result.report_html}[/]")
     out.print(f"run directory: {result.path}")
+    if result.config.get("baseline"):
+        raise typer.Exit(_gate_verdicts(result.path))
+
+
+def _gate_verdicts(run_dir: Path) -> int:
+    """Print the regression gates' verdicts of ``run_dir``; 1 if any failed, else 0."""
+    from benchmark.store import REGRESSION_JSON
+
+    doc = json.loads((run_dir / REGRESSION_JSON).read_text())
+    status = 0
+    for g in doc.get("gates", []):
+        if g["passed"]:
+            out.print(f"gate {g['gate']} ({g['reference']}): [green]pass[/] "
+                      f"({g['n_cells']} cells)", highlight=False)
+            continue
+        status = 1
+        for c in g["failed_cells"]:
+            err.print(f"FAIL {g['gate']} ({g['reference']}): {c['baseline_model']} → "
+                      f"{c['candidate_model']} / {c['method']} on {c['split']}: worse by "
+                      f"{c['worse_by']:.4g} [{c['worse_ci_low']:.4g}, {c['worse_ci_high']:.4g}] "
+                      f"> margin {g['margin']:g}, p_adj {c['p_adj']:.3g}",
+                      markup=False, highlight=False, soft_wrap=True)
+    return status
+
+
+def _parse_kwargs(items: list[str]) -> dict[str, Any]:
+    """``["width=8", "name=x"]`` -> ``{"width": 8, "name": "x"}`` (values read as YAML)."""
+    import yaml
+
+    from benchmark.config import ConfigError
+
+    kwargs: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise ConfigError(f"--factory-kwarg {item!r} must look like KEY=VALUE")
+        try:
+            kwargs[key] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            kwargs[key] = value
+    return kwargs
 
 
 @app.command("report")
@@ -193,6 +278,99 @@ def report_cmd(
     out.print(f"tables: {r.path / TABLES_DIR}", markup=False, highlight=False, soft_wrap=True)
 
 
+@app.command("compare")
+def compare(
+    baseline: Annotated[Path, typer.Argument(help="The baseline run directory (RUN_A).")],
+    candidate: Annotated[Path, typer.Argument(help="The candidate run directory (RUN_B), e.g. a new checkpoint's run.")],
+    fail_if_worse: Annotated[list[str] | None, Opt("--fail-if-worse", help="METRIC[:MARGIN] (repeat): exit 1 when the candidate is significantly worse than the baseline by more than MARGIN (metric units, default 0) in any model pair, method and split.")] = None,
+    reference: Annotated[str | None, Opt(help="Reference the gates and the table use [default: the candidate's headline reference].")] = None,
+    out_dir: Annotated[Path | None, Opt("--out", "-o", help="Where to write regression.parquet and regression.json [default: RUN_B].")] = None,
+    n_boot: Annotated[int | None, Opt(help="Bootstrap replicates B [default: the candidate's config].")] = None,
+    seed: Annotated[int | None, Opt(help="Seed [default: the candidate's config].")] = None,
+    adjust: Annotated[str, Opt(help="Multiplicity adjustment over each split's cells: holm or bh.")] = "holm",
+    pair: Annotated[list[str] | None, Opt("--pair", help="BASELINE_MODEL=CANDIDATE_MODEL (repeat) [default: same names; or the two runs' only models].")] = None,
+    as_json: Annotated[bool, Opt("--json", help="Print settings, gate verdicts and every cell as JSON.")] = False,
+) -> None:
+    """Compare two runs paired on their shared cases; gate CI on a worse candidate."""
+    from rich.markup import escape
+
+    from benchmark.regression import (
+        RegressionError,
+        compare_runs,
+        gate_exit,
+        parse_gate,
+        write_regression,
+    )
+
+    with user_errors():
+        gates = [parse_gate(g, reference=reference) for g in fail_if_worse or []]
+        pairs = {}
+        for item in pair or []:
+            b_model, sep, c_model = item.partition("=")
+            if not sep or not b_model or not c_model:
+                raise RegressionError(f"--pair {item!r} must look like BASELINE=CANDIDATE")
+            pairs[b_model] = c_model
+        result = compare_runs(baseline, candidate, n_boot=n_boot, seed=seed,
+                              adjust=adjust, pairs=pairs or None)
+        verdicts = result.verdicts(gates)  # a gate matching no cell fails here, before writing
+        path = write_regression(result, out_dir or candidate, gates)
+        status = gate_exit(result, gates)
+    table = result.table
+    if as_json:
+        doc = result.to_dict(gates, cells=True)
+        sys.stdout.write(json.dumps(doc, default=str, indent=2, allow_nan=False) + "\n")
+    else:
+        metrics = list(dict.fromkeys(g.metric for g in gates))
+        metrics = metrics or [str(result.settings.get("headline_metric"))]
+        ref = reference or result.settings.get("headline_reference")
+        shown = table[table["metric"].isin(metrics) & (table["reference"] == ref)]
+        if shown.empty:  # the headline cell was not compared: show the first metric's
+            first = table.iloc[0]
+            ref = first["reference"]
+            shown = table[(table["metric"] == first["metric"]) & (table["reference"] == ref)]
+        def cell(r: Any) -> tuple[Any, ...]:
+            return (r["baseline_model"], r["method"], r["split"], r["metric"])
+
+        failed = {cell(r) for r in verdicts[verdicts["failed"]].to_dict("records")}
+        checked = {cell(r) for r in verdicts.to_dict("records")}
+        rt = Table(title=f"candidate − baseline vs {escape(str(ref))}, paired on shared cases "
+                         f"({result.settings['level'] * 100:g}% CI, p adjusted: {adjust})")
+        for col in ("model pair", "method", "split", "metric", "baseline", "candidate",
+                    "diff [CI]", "p_adj", "verdict"):
+            rt.add_column(col, justify="right" if col in ("baseline", "candidate", "p_adj") else "left")
+        for r in shown.to_dict("records"):
+            if cell(r) in failed:
+                verdict = "[bold red]FAIL[/]"
+            elif cell(r) in checked:
+                verdict = "[green]pass[/]"
+            elif r["worse_ci_low"] > 0:
+                verdict = "worse"
+            elif r["worse_ci_high"] < 0:
+                verdict = "better"
+            else:
+                verdict = "no clear change"
+            models = (str(r["baseline_model"]) if r["baseline_model"] == r["candidate_model"]
+                      else f"{r['baseline_model']} → {r['candidate_model']}")
+            rt.add_row(escape(models), escape(str(r["method"])), escape(str(r["split"])),
+                       escape(str(r["metric"])), f"{r['baseline_estimate']:.3f}",
+                       f"{r['candidate_estimate']:.3f}",
+                       _fmt_ci(r["diff"], r["ci_low"], r["ci_high"]), f"{r['p_adj']:.3g}",
+                       verdict)
+        out.print(rt)
+        for key, diff in result.settings["config_differences"].items():
+            out.print(f"[yellow]note:[/] the runs differ in {escape(key)} (baseline "
+                      f"{escape(str(diff['baseline']))}, candidate {escape(str(diff['candidate']))})",
+                      highlight=False, soft_wrap=True)
+        out.print(f"regression table: {path}", markup=False, highlight=False, soft_wrap=True)
+    for r in verdicts[verdicts["failed"]].to_dict("records"):
+        err.print(f"FAIL {r['gate']} ({r['reference']}): {r['baseline_model']} → "
+                  f"{r['candidate_model']} / {r['method']} on {r['split']}: worse by "
+                  f"{r['worse_by']:.4g} [{r['worse_ci_low']:.4g}, {r['worse_ci_high']:.4g}] "
+                  f"> margin {r['margin']:g}, p_adj {r['p_adj']:.3g}",
+                  markup=False, highlight=False, soft_wrap=True)
+    if status:
+        raise typer.Exit(status)
+
 def _print_frame(frame: Any, title: str, as_json: bool) -> None:
     if as_json:
         sys.stdout.write(json.dumps(frame.to_dict(orient="records"), default=str, indent=2) + "\n")
@@ -230,23 +408,53 @@ def validate(
     manifest: Annotated[str | None, typer.Argument(help="Manifest [default: ./data_manifest.yaml].")] = None,
     dataset: Annotated[str | None, Opt(help="Only this dataset.")] = None,
 ) -> None:
-    """Check a manifest and its checkpoints without running a model; print a summary."""
-    from benchmark.manifest import load_manifest, verify_checkpoint
+    """Read every image, mask and checkpoint of a manifest without running a model; print
+    cases, images, annotators and label balance per split, and every problem found."""
+    from rich.markup import escape
 
+    from benchmark.manifest import load_manifest
+    from benchmark.validate import check_dataset, summary_rows
+
+    failed = False
     with user_errors():
         m = load_manifest(manifest)
         entries = [m.dataset(dataset)] if dataset else list(m.datasets)
-        table = Table(title=f"manifest {m.path or '(built-in)'}")
-        for col in ("dataset", "kind", "splits (cases)", "models (checksum)"):
-            table.add_column(col)
         for d in entries:
-            splits = ", ".join(f"{k} ({s.n_cases})" for k, s in d.generator.splits.items())
-            models = []
-            for me in d.models:
-                verify_checkpoint(me, m.base)
-                models.append(f"{me.name} ({'ok' if me.sha256 else 'no sha256'})")
-            table.add_row(d.name, d.kind, splits, ", ".join(models))
-    out.print(table)
+            with _progress_bar(f"reading {d.name}") as tick:
+                check = check_dataset(m, d, progress=tick)
+            table = Table(title=f"{d.name} ({d.kind}) in {m.path or '(built-in manifest)'}")
+            for col in ("split", "cases", "images", "positive", "negative"):
+                table.add_column(col, justify="left" if col == "split" else "right")
+            for row in summary_rows(check):
+                table.add_row(*[escape(str(v)) for v in row.values()])
+            out.print(table)
+            out.print(f"annotators: {escape(', '.join(check.annotators) or '-')}; "
+                      f"grid {check.shape}; spacing {check.spacing} mm", highlight=False)
+            out.print(f"models: {escape(', '.join(check.models) or '-')}", highlight=False)
+            for w in check.warnings:
+                out.print(f"[yellow]warning:[/] {escape(w)}", highlight=False, soft_wrap=True)
+            for prob in check.problems:
+                err.print(f"[bold red]problem:[/] {escape(prob)}", highlight=False, soft_wrap=True)
+            verdict = ("[green]ok[/]" if check.ok
+                       else f"[bold red]{len(check.problems)} problem(s)[/]")
+            out.print(f"{escape(d.name)}: {verdict}")
+            failed |= not check.ok
+    if failed:
+        raise typer.Exit(EXIT_USER)
+
+
+@contextmanager
+def _progress_bar(label: str) -> Iterator[Any]:
+    """A Rich progress bar on stderr; yields ``tick(done, total)``."""
+    from rich.progress import Progress
+
+    with Progress(console=err, transient=True, disable=not err.is_terminal) as progress:
+        task = progress.add_task(label, total=None)
+
+        def tick(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        yield tick
 
 
 @demo_app.command("train")

@@ -42,7 +42,8 @@ class RunConfig(BaseModel):
     """Everything that determines a run's results.
 
     Attributes default to the embedded demo: the first dataset of the manifest, all its
-    models, every registered explainer, the ``test`` and ``shifted`` splits.
+    models, every registered explainer, the ``test`` and ``shifted`` splits (those of them
+    the dataset has). ``models`` holds manifest model names or checkpoint paths.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -53,7 +54,7 @@ class RunConfig(BaseModel):
     methods: list[str] | None = None
     metrics: list[str] = Field(default_factory=lambda: list(DEFAULT_METRICS))
     references: list[str] = Field(default_factory=lambda: ["consensus", "graded"])
-    splits: list[str] = Field(default_factory=lambda: ["test", "shifted"])
+    splits: list[str] | None = None  # None: those of test, shifted the dataset has
     explain: Literal["positive", "all"] = "positive"
     sign: Literal["positive", "abs", "signed"] = "positive"
     roi: bool = False  # restrict every metric to the dataset's region of interest (body)
@@ -68,6 +69,16 @@ class RunConfig(BaseModel):
     headline_metric: str = "irrelevant_fraction@top15"
     headline_reference: str = "consensus"
     out: str | None = None
+    # Checkpoints given by path (in ``models``) and overrides for every model:
+    factory: str | None = None  # package.module:function building a state dict's module
+    factory_kwargs: dict[str, Any] = Field(default_factory=dict)
+    target_layer: str | None = None
+    model_output: Literal["logits", "probabilities"] | None = None
+    target: Annotated[int, Field(ge=0)] | None = None
+    trust_checkpoint: bool = False
+    # Regression gate against an earlier run directory (``--baseline``):
+    baseline: str | None = None
+    fail_if_worse: list[str] = Field(default_factory=list)
     report: bool = True
     engine: Literal["auto", "quarto", "pandoc"] = "auto"
 
@@ -92,7 +103,7 @@ def make_config(config: Any = None, **overrides: Any) -> RunConfig:
         except OSError as err:
             raise ConfigError(f"{path}: cannot read config ({err.strerror})") from None
         except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: malformed YAML ({err})") from None
+            raise ConfigError(f"{path}: malformed YAML ({' '.join(str(err).split())})") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping of configuration fields")
         data = loaded

@@ -2,8 +2,8 @@
 
 The first entry is the embedded demo (``kind: phantom``): it says how to generate the
 synthetic post-mortem CT phantom and lists the demo checkpoints with their sha256.
-Datasets of files on disk (``kind: files``) are described by a later schema extension;
-the demo manifest carries a commented example.
+Datasets of files on disk are ``kind: files`` entries (:class:`FilesDataset`): a root
+folder, an index table, mask path patterns per annotator, preprocessing, checkpoints.
 """
 
 from __future__ import annotations
@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from benchmark.demo.phantom import PhantomSpec, SplitSpec
 from benchmark.errors import BenchError
@@ -78,6 +85,8 @@ class ModelEntry(_Strict):
     factory_kwargs: dict[str, Any] = Field(default_factory=dict)
     target_layer: str | None = None
     train_confounder: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+    output: Literal["logits", "probabilities"] = "logits"
+    target: Annotated[int, Field(ge=0)] | None = None
     description: str = ""
 
     def resolve_path(self, base: Path) -> Path:
@@ -96,13 +105,87 @@ class PhantomDataset(_Strict):
     generator: GeneratorEntry
     models: list[ModelEntry] = Field(default_factory=list)
 
+    @property
+    def split_names(self) -> list[str]:
+        return list(self.generator.splits)
+
+
+class Preprocessing(_Strict):
+    """How stored intensities become the network input, and the common grid.
+
+    ``window_hu`` clips to [low, high] and scales to [0, 1]; ``normalise`` then applies
+    ``minmax`` (per image to [0, 1]), ``zscore`` (per image), ``fixed`` (``(x - mean) /
+    std``) or ``none``. ``resize`` resamples every image (linear) and mask (nearest) to
+    one grid, (H, W) or (D, H, W), and scales the spacing to match.
+    """
+
+    window_hu: tuple[float, float] | None = None
+    normalise: Literal["none", "minmax", "zscore", "fixed"] = "none"
+    mean: float | None = None
+    std: Annotated[float, Field(gt=0.0)] | None = None
+    resize: Annotated[list[Annotated[int, Field(ge=2, le=4096)]],
+                      Field(min_length=2, max_length=3)] | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Preprocessing:
+        if self.window_hu is not None and not self.window_hu[0] < self.window_hu[1]:
+            raise ValueError(
+                f"window_hu must be [low, high] with low < high, not {list(self.window_hu)}")
+        if self.normalise == "fixed" and (self.mean is None or self.std is None):
+            raise ValueError("normalise: fixed needs mean and std")
+        return self
+
+
+class FilesDataset(_Strict):
+    """A dataset of image and mask files under ``root`` (see the README, "Bring your own
+    data"). Paths in ``index`` and the patterns are relative to ``root`` and may not leave
+    it; ``root`` itself is relative to the manifest's folder."""
+
+    name: str
+    kind: Literal["files"]
+    description: str = ""
+    root: str
+    index: str
+    annotations: Annotated[dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")], str],
+                           Field(min_length=1)]
+    graded: str | None = None
+    roi: str | None = None
+    classes: Annotated[list[str], Field(min_length=2, max_length=2)] = Field(
+        default_factory=lambda: ["negative", "positive"])
+    positive_class: str | None = None
+    preprocessing: Preprocessing = Field(default_factory=Preprocessing)
+    sha256: dict[str, Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]] = Field(
+        default_factory=dict)
+    models: list[ModelEntry] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _positive_known(self) -> FilesDataset:
+        if self.positive_class is not None and self.positive_class not in self.classes:
+            raise ValueError(
+                f"positive_class {self.positive_class!r} is not one of classes {self.classes}")
+        if len(set(self.classes)) != 2:
+            raise ValueError(f"classes must be two different names, not {self.classes}")
+        return self
+
+    @property
+    def positive(self) -> str:
+        """The positive class name (default: the second of ``classes``)."""
+        return self.positive_class or self.classes[1]
+
+    def root_path(self, base: Path) -> Path:
+        p = Path(self.root).expanduser()
+        return p if p.is_absolute() else base / p
+
+
+DatasetEntry = Annotated[PhantomDataset | FilesDataset, Field(discriminator="kind")]
+
 
 class Manifest(_Strict):
     schema_version: Literal[1]
-    datasets: Annotated[list[PhantomDataset], Field(min_length=1)]
+    datasets: Annotated[list[DatasetEntry], Field(min_length=1)]
     path: Path | None = None
 
-    def dataset(self, name: str | None = None) -> PhantomDataset:
+    def dataset(self, name: str | None = None) -> PhantomDataset | FilesDataset:
         """The dataset called ``name`` (default: the first)."""
         if name is None:
             return self.datasets[0]
@@ -118,14 +201,15 @@ class Manifest(_Strict):
 
 
 def _field_path(loc: tuple[int | str, ...]) -> str:
-    return ".".join(str(p) for p in loc if p not in ("PhantomDataset",))
+    return ".".join(str(p) for p in loc if p not in ("phantom", "files"))
 
 
 def _suggest(loc: tuple[int | str, ...]) -> str:
     """'did you mean' for a misspelled field, from the fields of the model at ``loc``."""
     key = str(loc[-1])
     fields: set[str] = set()
-    for m in (Manifest, PhantomDataset, GeneratorEntry, ModelEntry, SplitEntry):
+    for m in (Manifest, PhantomDataset, GeneratorEntry, ModelEntry, SplitEntry, FilesDataset,
+              Preprocessing):
         fields |= set(m.model_fields)
     close = difflib.get_close_matches(key, sorted(fields), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
@@ -155,6 +239,7 @@ def load_manifest(path: str | Path | None = None) -> Manifest:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
         problem = getattr(err, "problem", err)
+        problem = " ".join(str(problem).split())  # the YAML reader's messages span lines
         raise ManifestError(f"{path}:{where} malformed YAML ({problem})") from None
     if not isinstance(raw, dict):
         raise ManifestError(f"{path}: expected a mapping with schema_version and datasets")

@@ -32,8 +32,8 @@ from benchmark.explainers import EXPLAINERS, check_methods, get_explainer
 from benchmark.human import human_scores
 from benchmark.metrics import compute, compute_curve, parse_metric, tune_threshold
 from benchmark.metrics.curve import DEFAULT_GRID, REGION_METRICS
-from benchmark.models import LoadedModel, predict
-from benchmark.resolve import ResolvedDataset, resolve_dataset
+from benchmark.models import LoadedModel, check_output, predict
+from benchmark.resolve import ModelOptions, ResolvedDataset, resolve_dataset
 from benchmark.stats import (
     classification_table,
     compare,
@@ -56,11 +56,22 @@ TUNED_METRIC = "iou"
 #: of a map that knows nothing.
 MIXED_REFERENCE = "random"
 
+#: config.yaml key mapping each model given by path to its checkpoint (for ``--resume``).
+CHECKPOINTS_KEY = "checkpoints"
+
 #: Packages whose versions go into provenance.json and the report.
 PROVENANCE_PACKAGES = [
     "saliency-bench", "torch", "captum", "jax", "jaxlib", "numpy", "scipy", "statsmodels",
     "pandas", "pyarrow", "pydantic", "plotly", "pypandoc-binary",
 ]
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run; ``run_dir`` can be continued with ``bench run --resume``."""
+
+    def __init__(self, run_dir: Path) -> None:
+        super().__init__(str(run_dir))
+        self.run_dir = run_dir
 
 
 @dataclass
@@ -77,9 +88,14 @@ class Plan:
     tune_split: str | None = None
 
     @property
+    def splits(self) -> list[str]:
+        """Evaluated splits (resolved by :func:`plan`)."""
+        return list(self.config.splits or [])
+
+    @property
     def explain_splits(self) -> list[str]:
         """Evaluated splits, plus the split that tuned thresholds are chosen on."""
-        splits = list(self.config.splits)
+        splits = list(self.config.splits or [])
         if self.tune_split is not None and self.tune_split not in splits:
             splits.append(self.tune_split)
         return splits
@@ -112,16 +128,31 @@ def plan(config: Any = None, **overrides: Any) -> Plan:
     cfg = make_config(config, **overrides)
     tuned = [m for m in cfg.metrics if m.endswith("@tuned")]
     tune_split = TUNE_SPLIT if tuned else None
-    splits = list(cfg.splits) + ([TUNE_SPLIT] if tuned and TUNE_SPLIT not in cfg.splits else [])
-    data = resolve_dataset(cfg.manifest, cfg.dataset, splits)
-    known_models = [m.name for m in data.entry.models]
-    models = cfg.models or known_models
-    for m in models:
-        if m not in known_models:
+    options = ModelOptions(
+        factory=cfg.factory, factory_kwargs=dict(cfg.factory_kwargs),
+        target_layer=cfg.target_layer, output=cfg.model_output, target=cfg.target,
+        trust_checkpoint=cfg.trust_checkpoint,
+    )
+    data = resolve_dataset(cfg.manifest, cfg.dataset, cfg.splits, options)
+    cfg.splits = list(data.splits)
+    if tuned and TUNE_SPLIT not in data.splits:
+        data = resolve_dataset(cfg.manifest, cfg.dataset, [*data.splits, TUNE_SPLIT], options)
+    known_models = data.model_names
+    models = []
+    for m in cfg.models or known_models:
+        if m in known_models:
+            models.append(m)
+        elif Path(m).expanduser().is_file():
+            models.append(data.add_checkpoint(m))
+        else:
             raise ConfigError(
                 f"unknown model {m!r} for dataset {data.entry.name!r}; "
-                f"known: {', '.join(known_models) or 'none'}"
+                f"known: {', '.join(known_models) or 'none'}; or give a checkpoint file path"
             )
+    if not models:
+        raise ConfigError(
+            f"dataset {data.entry.name!r} lists no models; give checkpoints with --model PATH"
+        )
     try:
         methods = check_methods(cfg.methods or list(EXPLAINERS))
     except ValueError as err:
@@ -153,6 +184,16 @@ def plan(config: Any = None, **overrides: Any) -> Plan:
     for name, (spec, thr) in zip(cfg.metrics, specs, strict=True):
         if thr is not None and thr.kind == "tuned" and spec.reference_kind != "binary":
             raise ConfigError(f"metric {name!r}: only binary-reference metrics take @tuned")
+    if cfg.fail_if_worse and cfg.baseline is None:
+        raise ConfigError("fail_if_worse needs a baseline run directory (--baseline RUN_DIR)")
+    if cfg.baseline is not None:
+        from benchmark.regression import parse_gate
+
+        if not (Path(cfg.baseline) / store.SCORES).is_file():
+            raise ConfigError(f"--baseline {cfg.baseline}: no {store.SCORES} there; "
+                              "not a finished run directory")
+        for gate in cfg.fail_if_worse:
+            parse_gate(gate)  # a typo fails now, not after the whole run
     return Plan(cfg, data, models, methods, binary, graded, out, tune_split)
 
 
@@ -192,13 +233,27 @@ def _batches(rows: np.ndarray, size: int) -> Iterator[np.ndarray]:
         yield rows[i : i + size]
 
 
+def _check_hooks(lm: LoadedModel, methods: list[str]) -> None:
+    """Layer methods hook a module's forward pass, which TorchScript does not allow."""
+    layered = [m for m in methods if EXPLAINERS[m].info.needs_layer]
+    if layered and isinstance(lm.module, torch.jit.ScriptModule):
+        raise ConfigError(
+            f"model {lm.name!r} is TorchScript, which has no layer hooks for {', '.join(layered)}; "
+            "give a state dict with --factory or a torch.export .pt2, or leave these methods out"
+        )
+    if layered:
+        layer = lm.layer()
+        console.log(f"model {lm.name}: target layer [bold]{lm.target_layer}[/] "
+                    f"({type(layer).__name__})")
+
+
 def predict_stage(p: Plan, loaded: dict[str, LoadedModel]) -> pd.DataFrame:
     ds = p.data.dataset
-    rows = np.flatnonzero(ds.index["split"].isin(p.config.splits).to_numpy())
+    rows = np.flatnonzero(ds.index["split"].isin(p.splits).to_numpy())
     frames = []
     for name in p.models:
         scores = [
-            predict(loaded[name].module, p.data.to_input(ds.images(b))).numpy()
+            predict(loaded[name], p.data.to_input(ds.images(b))).numpy()
             for b in _batches(rows, 256)
         ]
         sub = ds.index.iloc[rows][["split", "case_id", "image_id", "label"]].copy()
@@ -227,7 +282,8 @@ def explain_stage(
     for name in p.models:
         lm = loaded[name]
         for method in p.methods:
-            explainer = get_explainer(method, lm.module, layer=lm.layer(),
+            layer = lm.layer() if EXPLAINERS[method].info.needs_layer else None
+            explainer = get_explainer(method, lm.module, layer=layer,
                                       **priors.get(method, {}))
             key = store.map_key(lm.sha256, explainer.config(), data_sha)
             index[f"{name}/{method}"] = key
@@ -238,7 +294,14 @@ def explain_stage(
             out = []
             for b in _batches(rows, p.config.batch_size):
                 x = p.data.to_input(ds.images(b))
-                out.append(explainer.attribute(x, target=p.data.target).numpy())
+                try:
+                    out.append(explainer.attribute(x, target=lm.target or 0).numpy())
+                except RuntimeError as e:  # the model or its layer does not fit the input
+                    first = str(e).strip().splitlines()[0][:200]
+                    raise BenchError(
+                        f"model {name!r}, method {method!r} failed on image "
+                        f"{ds.index['image_id'].iloc[b[0]]!r} and its batch ({first})"
+                    ) from None
                 progress.advance(task, len(b))
             maps = np.concatenate(out).astype(np.float32)
             bad = ~np.isfinite(maps.reshape(len(maps), -1)).all(axis=1)
@@ -305,6 +368,24 @@ def _curve_metric(p: Plan) -> str:
     return base if base in REGION_METRICS else "iou"
 
 
+def _compute_by_spacing(
+    groups: list[tuple[tuple[float, ...], np.ndarray]], maps: np.ndarray, refs: np.ndarray,
+    metrics: list[str], *, sign: str, seed: int, roi: np.ndarray | None,
+) -> dict[str, np.ndarray]:
+    """:func:`compute` per group of images sharing a voxel spacing (distance metrics are
+    in mm); values come back in the order of ``maps``."""
+    if len(groups) == 1:
+        return {k: np.asarray(v) for k, v in compute(
+            maps, refs, metrics, sign=sign, seed=seed, spacing=groups[0][0], roi=roi).items()}
+    out = {m: np.full(len(maps), np.nan) for m in metrics}
+    for spacing, at in groups:
+        vals = compute(maps[at], refs[at], metrics, sign=sign, seed=seed, spacing=spacing,
+                       roi=None if roi is None else roi[at])
+        for m in metrics:
+            out[m][at] = np.asarray(vals[m])
+    return out
+
+
 def score_stage(
     p: Plan, index: dict[str, str], progress: Progress
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -331,17 +412,18 @@ def score_stage(
             tau = tuned["threshold"]
             tuned_rows.append({"model": model, "method": method, "split": p.tune_split,
                                "reference": p.tune_reference, "metric": TUNED_METRIC, **tuned})
-        keep = meta["split"].isin(p.config.splits).to_numpy()
+        keep = meta["split"].isin(p.splits).to_numpy()
         maps_k, pos_k, meta_k = maps[keep], pos[keep], meta[keep].reset_index(drop=True)
         region = ds.roi(pos_k) if p.config.roi else None
         if len(pos_k) == 0:
             progress.advance(task, len(plan_refs) + 1)
             continue
+        groups = ds.spacing_groups(pos_k)
         for ref, metrics in plan_refs:
             names = _resolve_metrics(metrics, tau)
-            values = compute(
-                maps_k, ds.reference(pos_k, ref), list(dict.fromkeys(names.values())),
-                sign=p.config.sign, seed=p.config.seed, spacing=ds.spacing, roi=region,
+            values = _compute_by_spacing(
+                groups, maps_k, ds.reference(pos_k, ref), list(dict.fromkeys(names.values())),
+                sign=p.config.sign, seed=p.config.seed, roi=region,
             )
             for metric, resolved in names.items():
                 f = meta_k.copy()
@@ -367,7 +449,7 @@ def score_stage(
 def human_stage(p: Plan) -> pd.DataFrame:
     """The annotators' scores against each other (positive images of evaluated splits)."""
     ds = p.data.dataset
-    rows = np.flatnonzero((ds.index["split"].isin(p.config.splits)
+    rows = np.flatnonzero((ds.index["split"].isin(p.splits)
                            & (ds.index["label"] == 1)).to_numpy())
     return human_scores(ds, rows, p.config.references, p.binary_metrics, p.graded_metrics,
                         sign=p.config.sign, seed=p.config.seed, roi=p.config.roi)
@@ -422,6 +504,32 @@ def analyse_stage(
     }
 
 
+def regression_stage(baseline: str, run_dir: store.Run, gates: list[str]) -> None:
+    """Compare the finished run with ``baseline`` (paired on shared cases) and write
+    ``regression.parquet`` / ``regression.json`` with the gates' verdicts."""
+    from benchmark.regression import compare_runs, write_regression
+
+    write_regression(compare_runs(baseline, run_dir), run_dir.path, gates)
+
+
+def resume_config(run_dir: str | Path) -> dict[str, Any]:
+    """The configuration of an earlier run, to continue it in place (``--resume``).
+
+    Maps already cached under ``RUN/maps`` are reused; every later stage is recomputed
+    (they are cheap next to the explainers).
+    """
+    path = Path(run_dir) / store.CONFIG
+    if not path.is_file():
+        raise ConfigError(f"--resume {run_dir}: no {store.CONFIG} there; not a run directory")
+    data = store.read_yaml(path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of configuration fields")
+    paths = data.pop(CHECKPOINTS_KEY, None) or {}
+    data["models"] = [paths.get(m, m) for m in data.get("models") or []] or None
+    data["out"] = str(run_dir)
+    return data
+
+
 def run(config: Any = None, *, on_plan: Callable[[Plan], None] | None = None,
         **overrides: Any) -> store.Run:
     """Run every stage; returns the opened run directory. See :func:`benchmark.run`."""
@@ -429,19 +537,63 @@ def run(config: Any = None, *, on_plan: Callable[[Plan], None] | None = None,
     p = plan(config, **overrides)
     if on_plan is not None:
         on_plan(p)
+    try:
+        p.out.mkdir(parents=True, exist_ok=True)
+        probe = p.out / ".write-test"
+        probe.touch()
+        probe.unlink()
+    except OSError as err:
+        raise ConfigError(
+            f"cannot create the run directory {p.out} ({err.strerror or type(err).__name__})"
+        ) from None
+    _remove_stale_temporaries(p.out)
+    try:
+        return _run(p, started)
+    except KeyboardInterrupt:
+        raise RunInterrupted(p.out) from None
+
+
+def _remove_stale_temporaries(out: Path) -> None:
+    """Temporary files of atomic writes that a killed run left behind (``.NAME.*.tmp``)."""
+    for folder in (out, out / store.MAPS):
+        for tmp in folder.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
+
+
+def _warn_one_class(ds: Dataset, splits: list[str]) -> None:
+    for split in splits:
+        labels = set(ds.split(split)["label"])
+        if len(labels) == 1:
+            only = ds.class_names[labels.pop()]
+            console.print(
+                f"[yellow]warning:[/] split {split!r} has only {only!r} images: AUROC, "
+                "accuracy and specificity are undefined there (NaN); the saliency metrics "
+                "are not affected", highlight=False, soft_wrap=True)
+
+
+def _run(p: Plan, started: dt.datetime) -> store.Run:
     cfg = p.config
-    p.out.mkdir(parents=True, exist_ok=True)
     resolved = cfg.model_dump()
     resolved.update(
         manifest=str(p.data.manifest_path) if p.data.manifest_path else None,
         dataset=p.data.entry.name, models=p.models, methods=p.methods, out=str(p.out),
     )
+    checkpoints = {n: p.data.model_entry(n).path for n in p.models
+                   if n not in p.data.model_names}
+    if checkpoints:  # models given by path: --resume needs the paths back
+        resolved[CHECKPOINTS_KEY] = checkpoints
     store.write_yaml(resolved, p.out / store.CONFIG)
     torch.manual_seed(cfg.seed)
 
     with _stage("load"):
-        p.data.load()
-        loaded = {name: p.data.load_model(name) for name in p.models}
+        ds = p.data.load()
+        _warn_one_class(ds, p.splits)
+        sample = p.data.to_input(ds.images(np.arange(min(2, len(ds.index)))))
+        loaded = {}
+        for name in p.models:
+            loaded[name] = p.data.load_model(name)
+            check_output(loaded[name], sample)
+            _check_hooks(loaded[name], p.methods)
     with _stage("predict"):
         predictions = predict_stage(p, loaded)
         store.write_table(predictions, p.out / store.PREDICTIONS)
@@ -476,6 +628,9 @@ def run(config: Any = None, *, on_plan: Callable[[Plan], None] | None = None,
     }
     store.write_json(provenance, p.out / store.PROVENANCE)
     run_dir = store.Run.open(p.out)
+    if cfg.baseline is not None:
+        with _stage("regression"):
+            regression_stage(cfg.baseline, run_dir, cfg.fail_if_worse)
     if cfg.report:
         with _stage("report"):
             from benchmark.report import build_report

@@ -67,6 +67,8 @@ MIXED = "mixed.parquet"
 CURVE_POINTS = "curve_points.parquet"
 CURVES = "curves.parquet"
 CORRELATION = "correlation.parquet"
+REGRESSION = "regression.parquet"
+REGRESSION_JSON = "regression.json"
 REPORT_QMD = "report.qmd"
 REPORT_HTML = "report.html"
 MAPS = "maps"
@@ -128,6 +130,15 @@ def write_json(obj: Any, path: Path) -> None:
 def write_yaml(obj: Any, path: Path) -> None:
     with atomic_open(path) as fh:
         yaml.safe_dump(obj, fh, sort_keys=False)
+
+
+def read_yaml(path: Path) -> Any:
+    """A YAML file's content; BenchError naming the file when it is not valid YAML."""
+    try:
+        with open(path) as fh:
+            return yaml.safe_load(fh)
+    except yaml.YAMLError as err:
+        raise BenchError(f"{path}: malformed YAML ({' '.join(str(err).split())})") from None
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -253,6 +264,11 @@ class Run:
     def curves(self) -> pd.DataFrame:
         """Threshold curves: median over cases at each threshold, with interval."""
         return self._optional(CURVES)
+
+    @property
+    def regression(self) -> pd.DataFrame:
+        """Paired comparison with a baseline run (``bench compare``), empty when absent."""
+        return self._optional(REGRESSION)
 
     def _optional(self, name: str) -> pd.DataFrame:
         """A table that runs of older versions may lack: empty frame if absent."""

@@ -92,4 +92,5 @@ def test_misspelled_config_field_suggests_the_right_one(tmp_path):
 def test_validate_accepts_the_shipped_manifest():
     result = CliRunner().invoke(app, ["validate", "data_manifest.yaml"])
     assert result.exit_code == 0, result.output
-    assert "pmct-phantom" in result.output and "clean (ok)" in result.output
+    assert "pmct-phantom" in result.output and "clean (sha256 ok)" in result.output
+    assert "│ test    │    60 │    360 │" in result.output

@@ -71,7 +71,11 @@ class Dataset:
     masks : ndarray (N, A, *spatial), bool; one binary mask per annotator.
     annotators : list of str, length A.
     roi_array : ndarray (N, *spatial) bool or None; region of interest (body mask).
-    spacing : tuple of float, one per spatial axis, in mm.
+    graded_array : ndarray (N, *spatial) float32 in [0, 1] or None; a graded importance
+        map given with the data. ``None``: the ``graded`` reference is the annotators' mean.
+    spacing : tuple of float, one per spatial axis, in mm (the median over images when
+        they differ).
+    spacing_array : ndarray (N, ndim) float64 or None; each image's own spacing.
     class_names : tuple of str, (negative, positive).
     """
 
@@ -82,6 +86,8 @@ class Dataset:
     annotators: list[str]
     roi_array: np.ndarray | None = None
     spacing: tuple[float, ...] = (1.0, 1.0)
+    graded_array: np.ndarray | None = None
+    spacing_array: np.ndarray | None = None
     class_names: tuple[str, str] = ("negative", "positive")
     _sha: str | None = field(default=None, repr=False)
 
@@ -127,8 +133,21 @@ class Dataset:
         return None if self.roi_array is None else self.roi_array[idx]
 
     def reference(self, idx: np.ndarray, name: str) -> np.ndarray:
-        """Reference maps at ``idx``: (k, *spatial) float32, see :func:`combine_masks`."""
+        """Reference maps at ``idx``: (k, *spatial) float32, see :func:`combine_masks`;
+        ``graded`` is :attr:`graded_array` when the data gives one."""
+        if name == "graded" and self.graded_array is not None:
+            return self.graded_array[idx].astype(np.float32, copy=False)
         return combine_masks(self.masks[idx], name, self.annotators)
+
+    def spacing_groups(self, idx: np.ndarray) -> list[tuple[tuple[float, ...], np.ndarray]]:
+        """Positions into ``idx`` grouped by voxel spacing: [(spacing, positions)], so that
+        distance metrics use each image's own spacing. One group when spacing is uniform."""
+        if self.spacing_array is None:
+            return [(self.spacing, np.arange(len(idx)))]
+        sp = self.spacing_array[idx]
+        uniq, inverse = np.unique(sp, axis=0, return_inverse=True)
+        return [(tuple(float(v) for v in u), np.flatnonzero(inverse.ravel() == j))
+                for j, u in enumerate(uniq)]
 
     @property
     def sha256(self) -> str:
@@ -139,5 +158,8 @@ class Dataset:
             h.update(np.ascontiguousarray(hashed.to_numpy(dtype=np.uint64)).tobytes())
             h.update(np.ascontiguousarray(self.image_array).tobytes())
             h.update(np.packbits(self.masks).tobytes())
+            for extra in (self.graded_array, self.roi_array, self.spacing_array):
+                if extra is not None:
+                    h.update(np.ascontiguousarray(extra).tobytes())
             self._sha = h.hexdigest()
         return self._sha

@@ -24,27 +24,33 @@ def scale_hu(images: np.ndarray) -> np.ndarray:
 
 
 class DemoCNN(nn.Module):
-    """Small CNN: ``(N, 1, H, W) -> (N, 1)`` logits."""
+    """Small CNN: ``(N, 1, H, W) -> (N, outputs)`` logits; with ``dims=3`` the same on
+    ``(N, 1, D, H, W)`` volumes (Conv3d), for 3D datasets and tests."""
 
-    def __init__(self, width: int = 16) -> None:
+    def __init__(self, width: int = 16, dims: int = 2, outputs: int = 1) -> None:
         super().__init__()
+        if dims not in (2, 3):
+            raise ValueError(f"dims must be 2 or 3, not {dims}")
+        conv, pool = (nn.Conv2d, nn.MaxPool2d) if dims == 2 else (nn.Conv3d, nn.MaxPool3d)
         self.features = nn.Sequential(
-            nn.Conv2d(1, width, 3, padding=1),
+            conv(1, width, 3, padding=1),
             nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(width, 2 * width, 3, padding=1),
+            pool(2),
+            conv(width, 2 * width, 3, padding=1),
             nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(2 * width, 4 * width, 3, padding=1),
+            pool(2),
+            conv(2 * width, 4 * width, 3, padding=1),
             nn.ReLU(),
         )
-        self.head = nn.Linear(4 * width, 1)
+        self.head = nn.Linear(4 * width, outputs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.features(x)
+        if h.dim() == 5:
+            return self.head(h.mean(dim=(2, 3, 4)))
         return self.head(h.mean(dim=(2, 3)))
 
 
-def build(width: int = 16) -> DemoCNN:
+def build(width: int = 16, dims: int = 2, outputs: int = 1) -> DemoCNN:
     """Factory used by the checkpoint loader (``benchmark.demo.cnn:build``)."""
-    return DemoCNN(width=width)
+    return DemoCNN(width=width, dims=dims, outputs=outputs)

@@ -19,7 +19,13 @@ from torch import nn
 
 from benchmark.demo.cnn import build, scale_hu
 from benchmark.demo.phantom import generate
-from benchmark.manifest import DEMO_CHECKPOINTS, DEMO_TRAIN_CONFOUNDER, load_manifest
+from benchmark.manifest import (
+    DEMO_CHECKPOINTS,
+    DEMO_TRAIN_CONFOUNDER,
+    ManifestError,
+    PhantomDataset,
+    load_manifest,
+)
 from benchmark.store import atomic_write, sha256_file
 
 
@@ -55,6 +61,11 @@ def train_all(
     """Train every model of the manifest's phantom entry; write ``NAME.pt`` (state dict)
     and ``SHA256SUMS`` to ``out_dir``. Returns one row per model."""
     entry = load_manifest(manifest).dataset()
+    if not isinstance(entry, PhantomDataset):
+        raise ManifestError(
+            f"dataset {entry.name!r} is not the phantom; `bench demo train` trains the demo's "
+            "checkpoints on the phantom only"
+        )
     spec = entry.generator.to_spec()
     out = Path(out_dir) if out_dir is not None else DEMO_CHECKPOINTS
     rows = []

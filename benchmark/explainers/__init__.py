@@ -2,7 +2,7 @@
 
 >>> from benchmark.explainers import get_explainer
 >>> explainer = get_explainer("gradcam", model, layer=model.features[6])
->>> maps = explainer.attribute(images, target=0)      # (N, h, w)
+>>> maps = explainer.attribute(images, target=0)      # (N, h, w) or (N, d, h, w)
 """
 
 from __future__ import annotations

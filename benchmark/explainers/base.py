@@ -3,7 +3,9 @@
 ``Explainer(model, **options).attribute(inputs, target=...)`` with ``inputs`` a float
 tensor ``(N, C, *spatial)`` returns a float tensor ``(N, *spatial_out)``: the channel axis is
 summed away and ``spatial_out`` is the input grid or, for CAM methods, the grid of the
-target layer (the metrics stage resizes it to the reference grid).
+target layer (the metrics stage resizes it to the reference grid). ``spatial`` is
+``(H, W)`` for slices and ``(D, H, W)`` for volumes (Conv3d models); ``spatial_out`` has
+the same number of axes.
 """
 
 from __future__ import annotations
@@ -72,11 +74,28 @@ class Explainer:
         Returns
         -------
         Tensor (N, *spatial_out), float32, detached.
+            ``spatial_out`` has as many axes as the input's spatial part: ``(H, W)`` or
+            ``(D, H, W)``.
+
+        Raises
+        ------
+        RuntimeError
+            The method's maps do not have that form (e.g. a non-spatial CAM layer); the
+            pipeline reports it with the model, method and image.
         """
         if inputs.ndim < 3:
             raise ValueError(f"inputs must be (N, C, *spatial), got shape {tuple(inputs.shape)}")
         with torch.enable_grad():
             out = self._attribute(inputs, target)
+        # A CAM layer without the input's spatial axes (a layer after pooling, or a 2D
+        # layer in a 3D network) gives maps the metrics cannot resize: say so here.
+        if out.ndim != inputs.ndim - 1 or out.shape[0] != inputs.shape[0]:
+            where = " (is the target layer a spatial one?)" if self.info.needs_layer else ""
+            raise RuntimeError(
+                f"method {self.info.name!r} returned maps of shape {tuple(out.shape)} for "
+                f"inputs {tuple(inputs.shape)}; expected (N, *spatial) with "
+                f"{inputs.ndim - 2} spatial axes{where}"
+            )
         return out.detach().to(torch.float32)
 
     def _attribute(self, inputs: torch.Tensor, target: int) -> torch.Tensor:

@@ -13,8 +13,13 @@ from benchmark.explainers.base import Explainer, MethodInfo
 
 
 class RandomMap(Explainer):
-    """Uniform noise in [0, 1), seeded; the same image position gets the same draw for a
-    given seed and batch, so runs are deterministic."""
+    """Uniform noise in [0, 1), shape ``(N, *spatial)``, seeded.
+
+    One generator per explainer, advanced by every call: a run (same seed, same batches)
+    is deterministic, but an image's map depends on its place in the batch sequence, so
+    it is not comparable between batchings. Drawn on the CPU (the same maps on any
+    device), then moved to the inputs' device.
+    """
 
     info = MethodInfo("random", "baseline", "adebayo2018", "uniform random map", is_baseline=True)
     defaults: ClassVar[dict[str, Any]] = {"seed": 0}
@@ -25,11 +30,17 @@ class RandomMap(Explainer):
 
     def _attribute(self, inputs: torch.Tensor, target: int) -> torch.Tensor:
         shape = (inputs.shape[0], *inputs.shape[2:])
-        return torch.rand(shape, generator=self._gen)
+        return torch.rand(shape, generator=self._gen).to(inputs.device)
 
 
 class CenterPrior(Explainer):
-    """An isotropic Gaussian centred on the image, sigma a fraction of the size."""
+    """A Gaussian centred on the image, shape ``(N, *spatial)``, the same for every image.
+
+    Coordinates are fractions of each axis's length, so the Gaussian is isotropic in those
+    units and ``sigma`` is a fraction of each axis: on a ``(D, H, W)`` volume it spans
+    ``sigma * D`` slices along z and ``sigma * H`` rows along y, i.e. it fits the field of
+    view however thin the volume is.
+    """
 
     info = MethodInfo(
         "center_prior", "baseline", "judd2009", "Gaussian centred on the image", is_baseline=True
@@ -43,7 +54,7 @@ class CenterPrior(Explainer):
             indexing="ij",
         )
         r2 = torch.stack([a**2 for a in axes]).sum(dim=0)
-        prior = torch.exp(-r2 / (2 * float(self.options["sigma"]) ** 2))
+        prior = torch.exp(-r2 / (2 * float(self.options["sigma"]) ** 2)).to(inputs.device)
         return prior.expand(inputs.shape[0], *spatial).clone()
 
 
@@ -56,8 +67,10 @@ class AverageMask(Explainer):
     Parameters
     ----------
     prior : ndarray, shape (*spatial,)
-        Mean reference mask over the positive training images; the pipeline computes it
-        (:meth:`benchmark.resolve.ResolvedDataset.mean_mask`).
+        Mean reference mask over the positive training images, ``(H, W)`` or
+        ``(D, H, W)``: exactly the inputs' grid (checked per call, no resizing); the
+        pipeline computes it (:meth:`benchmark.resolve.ResolvedDataset.mean_mask`).
+        Maps are ``(N, *spatial)``.
     """
 
     info = MethodInfo(
@@ -85,4 +98,4 @@ class AverageMask(Explainer):
                 f"method 'average_mask': prior has shape {tuple(self._prior.shape)}, "
                 f"images have {spatial}"
             )
-        return self._prior.expand(inputs.shape[0], *spatial).clone()
+        return self._prior.to(inputs.device).expand(inputs.shape[0], *spatial).clone()

@@ -11,6 +11,11 @@ from benchmark.explainers.base import Explainer, MethodInfo
 class GradCAM(Explainer):
     """Grad-CAM (Selvaraju et al. 2017) at the target layer's resolution.
 
+    Channel weights are the layer gradients averaged over all of the layer's spatial
+    axes (``(h, w)``, or ``(d, h, w)`` in a Conv3d network); the map is the weighted sum
+    of the activations, ``(N, *layer_grid)``. The metrics stage upsamples it to the
+    reference grid (bilinear / trilinear).
+
     The ReLU of the original paper is not applied here: the metrics' sign option
     (``positive`` by default) does it, so ``abs``/``signed`` analyses stay possible.
     """

@@ -1,5 +1,6 @@
 """Gradient and path methods, from Captum: saliency, input x gradient, integrated
-gradients, SmoothGrad."""
+gradients, SmoothGrad (Captum's gradient under our own seeded noise). All work on any
+number of spatial axes: ``(N, C, H, W)`` slices or ``(N, C, D, H, W)`` volumes."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ from typing import Any, ClassVar
 import torch
 from captum.attr import InputXGradient as _IXG
 from captum.attr import IntegratedGradients as _IG
-from captum.attr import NoiseTunnel
 from captum.attr import Saliency as _Saliency
 
 from benchmark.explainers.base import Explainer, MethodInfo
@@ -62,23 +62,35 @@ class IntegratedGradients(Explainer):
 class SmoothGrad(Explainer):
     """SmoothGrad (Smilkov et al. 2017): gradients averaged over noisy copies.
 
-    ``noise`` is the standard deviation as a fraction of each image's intensity range.
-    Noise draws come from ``seed``, so maps are deterministic.
+    ``noise`` is the standard deviation as a fraction of each image's own intensity range
+    (max - min over its channels and voxels). The ``n_samples`` noise fields (one per
+    sample, shape ``(C, *spatial)``) are drawn on the CPU from a generator seeded with
+    ``seed`` and shared by every image: an image's map does not depend on the batch it is
+    explained in (nor on the device), and every model sees the same noise (common random
+    numbers, so model differences are not noise differences). Samples are taken one at a
+    time, so memory is that of one gradient of the batch, not ``n_samples`` of them
+    (which matters for volumes).
     """
 
     info = MethodInfo("smoothgrad", "gradient", "smilkov2017", "mean gradient under input noise")
     defaults: ClassVar[dict[str, Any]] = {"n_samples": 16, "noise": 0.15, "seed": 0}
 
+    def config(self) -> dict[str, Any]:
+        # Maps of earlier versions (noise scaled by the batch's mean range and drawn per
+        # batch position) must not be reused from a cache: the scale rule is in the key.
+        return {**super().config(), "noise_scale": "per image, shared draws"}
+
     def _attribute(self, inputs: torch.Tensor, target: int) -> torch.Tensor:
-        span = (inputs.amax(dim=tuple(range(1, inputs.ndim))) -
-                inputs.amin(dim=tuple(range(1, inputs.ndim))))
-        std = float(self.options["noise"]) * float(span.mean())
-        x = inputs.clone().requires_grad_(True)
-        with torch.random.fork_rng():
-            torch.manual_seed(int(self.options["seed"]))
-            attr = NoiseTunnel(_Saliency(self.model)).attribute(
-                x, nt_type="smoothgrad", nt_samples=int(self.options["n_samples"]),
-                nt_samples_batch_size=int(self.options["n_samples"]), stdevs=std,
-                target=target, abs=False,
-            )
-        return _channel_sum(attr)
+        x = inputs.detach()
+        axes = tuple(range(1, x.ndim))
+        span = x.amax(dim=axes) - x.amin(dim=axes)  # (N,)
+        std = (float(self.options["noise"]) * span).reshape(-1, *(1,) * (x.ndim - 1))
+        n_samples = int(self.options["n_samples"])
+        gen = torch.Generator().manual_seed(int(self.options["seed"]))
+        saliency = _Saliency(self.model)
+        total = torch.zeros_like(x)
+        for _ in range(n_samples):
+            eps = torch.randn(x.shape[1:], generator=gen).to(x.device, x.dtype)
+            noisy = (x + std * eps).requires_grad_(True)  # eps broadcast over the batch
+            total += saliency.attribute(noisy, target=target, abs=False)
+        return _channel_sum(total / n_samples)

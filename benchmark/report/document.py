@@ -17,7 +17,15 @@ import yaml
 
 from benchmark.data.dataset import Dataset
 from benchmark.errors import BenchError
-from benchmark.report import agreement, comparisons, figures, gallery, narrative, tables
+from benchmark.report import (
+    agreement,
+    comparisons,
+    figures,
+    gallery,
+    narrative,
+    regression,
+    tables,
+)
 from benchmark.report.context import ReportContext, lower_is_better
 from benchmark.report.escape import EMPTY_CELL, md, md_code, pipe_table, raw_html_block
 from benchmark.store import Run, atomic_open, sha256_json
@@ -35,6 +43,11 @@ SECTIONS = (
     ("sec-methods", "Methods"),
     ("sec-provenance", "Provenance"),
     ("sec-references", "References"),
+)
+# (anchor, heading, after): sections drawn only when the run has their table, placed
+# after the section ``after``; :func:`sections` lists those of one run.
+OPTIONAL_SECTIONS = (
+    (regression.ANCHOR, regression.TITLE, "sec-comparisons"),
 )
 # Must not equal any id pandoc derives from a heading ("### Forest plot" -> "forest-plot"),
 # or Plotly draws into the <section> instead of the figure's <div>.
@@ -97,6 +110,17 @@ def front_matter(ctx: ReportContext) -> str:
         "link-citations": True,
     }
     return "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n\n"
+
+
+def sections(run: Run) -> list[tuple[str, str]]:
+    """``(anchor, heading)`` of every section of ``run``'s report, in document order:
+    :data:`SECTIONS` plus the optional sections whose table the run has."""
+    present = {regression.ANCHOR: regression.has_regression(run)}
+    out = list(SECTIONS)
+    for anchor, title, after in OPTIONAL_SECTIONS:
+        if present[anchor]:
+            out.insert([a for a, _ in out].index(after) + 1, (anchor, title))
+    return out
 
 
 def _heading(anchor: str) -> str:
@@ -359,6 +383,7 @@ def build_document(run: Run, dataset: Dataset | None, ctx: ReportContext) -> str
         _classification(ctx, run, dataset, classification),
         _agreement(ctx, run),
         _comparisons(ctx, run),
+        regression.regression_section(ctx, run),  # "" unless the run has regression.parquet
         _gallery(ctx, run, dataset),
         _methods(ctx, run),
         _provenance(ctx),

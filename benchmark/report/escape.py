@@ -73,7 +73,9 @@ def fmt_num(value: Any, digits: int = 2) -> str:
     """A number with ``digits`` decimals, or an em dash when missing."""
     if is_missing(value):
         return EMPTY_CELL
-    return f"{float(value):.{digits}f}"
+    text = f"{float(value):.{digits}f}"
+    # a difference that rounds to zero (-0.001 -> "-0.00") prints without a sign
+    return text[1:] if text.startswith("-") and float(text) == 0.0 else text
 
 
 def fmt_ci(estimate: Any, low: Any, high: Any, digits: int = 2) -> str:

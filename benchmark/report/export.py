@@ -75,6 +75,8 @@ def tex_num(value: Any, digits: int = 2) -> str:
     if is_missing(value):
         return MISSING_TEX
     text = f"{float(value):.{digits}f}"
+    if text.startswith("-") and float(text) == 0.0:
+        return text[1:]  # -0.001 rounds to 0.00, which has no sign
     return "$-$" + text[1:] if text.startswith("-") else text
 
 
@@ -330,6 +332,27 @@ def comparisons_export(ctx: ReportContext, run: Run) -> ExportTable | None:
     return ExportTable("comparisons", frame, booktabs(header, rows, "llllrrr"), caption)
 
 
+def regression_export(ctx: ReportContext, run: Run) -> ExportTable | None:
+    """The comparison with a baseline run (``--baseline`` / ``bench compare``): headline
+    metric, every model pair, method and split."""
+    frame = _headline(ctx, _optional(run, "regression"))
+    if frame.empty:
+        return None
+    frame = _sorted(frame, {"split": _orders(ctx)["split"]})
+    rows = [[f"{tex(r['baseline_model'])} $\\to$ {tex(r['candidate_model'])}",
+             tex(r["method"]), tex(r["split"]), tex_num(r["baseline_estimate"], ctx.digits),
+             tex_num(r["candidate_estimate"], ctx.digits),
+             tex_ci(r["diff"], r["ci_low"], r["ci_high"], ctx.digits), tex_p(r["p_adj"]),
+             _count(r["n_cases"])]
+            for r in records(frame)]
+    header = ["Models", "Method", "Split", "Baseline", "Candidate", "Difference",
+              "p (adjusted)", "Cases"]
+    caption = (f"{ctx.headline_metric} against the {ctx.headline_reference} reference: this "
+               "run (candidate) against the baseline run, paired on the cases both scored; "
+               "difference = candidate $-$ baseline with its case-bootstrap interval.")
+    return ExportTable("regression", frame, booktabs(header, rows, "lllrrrrr"), caption)
+
+
 def human_export(ctx: ReportContext, run: Run) -> ExportTable | None:
     """The human benchmark of the headline metric: annotator x split."""
     frame = _headline(ctx, _optional(run, "human"))
@@ -388,7 +411,8 @@ def correlation_export(ctx: ReportContext, run: Run) -> ExportTable | None:
 
 EXPORTS: tuple[Callable[[ReportContext, Run], ExportTable | None], ...] = (
     headline_export, summary_export, classification_export, data_export,
-    checkpoints_export, comparisons_export, human_export, mixed_export, correlation_export,
+    checkpoints_export, comparisons_export, regression_export, human_export, mixed_export,
+    correlation_export,
 )
 
 

@@ -24,6 +24,13 @@ page stays short while every method is one click away.
 Colour scales are fixed, so colours mean the same in every panel: CT on one HU window,
 saliency min-max normalised per map (the metrics' convention) on [0, 1], graded importance
 on [0, 1]; inferno, viridis and the Okabe-Ito orange / sky blue pair are colourblind-safe.
+
+3D volumes ``(D, H, W)`` are shown by one axial slice (axis 0), the one where the
+consensus mask has the largest area (:func:`axial_slice`); captions and row titles say
+which ("slice z = k of D", k counted from 0). Everything is computed on the whole volume
+first, as the metrics do (resizing, min-max normalisation, the top-K attention region),
+and only then sliced: the slice shows exactly the voxels the metric counted, on the same
+colour scales as 2D images, and a dark slice means the map peaks elsewhere in the volume.
 """
 
 from __future__ import annotations
@@ -91,7 +98,12 @@ class DisagreementCase:
 
 @dataclass(frozen=True)
 class _Row:
-    """Arrays (2-D) and texts of one drawn row."""
+    """Arrays (2-D, ``(H, W)``) and texts of one drawn row.
+
+    ``z`` and ``depth``: the axial slice shown and the volume's number of slices, for 3D
+    images (None for 2D ones). ``pixel_aspect``: height / width of one pixel in mm, so
+    the panels keep the anatomy's proportions.
+    """
 
     ct: np.ndarray
     saliency: np.ndarray
@@ -102,6 +114,14 @@ class _Row:
     image_title: str
     saliency_title: str
     metric_title: str
+    z: int | None = None
+    depth: int | None = None
+    pixel_aspect: float = 1.0
+
+    @property
+    def slice_text(self) -> str:
+        """``"slice z = k of D"`` for a slice of a volume, ``""`` for a 2D image."""
+        return "" if self.z is None else f"slice z = {self.z} of {self.depth}"
 
 
 def positive_values(
@@ -265,12 +285,45 @@ def attention_region(s_norm: np.ndarray, metric: str, seed: int = 0) -> tuple[np
     return region.reshape(s_norm.shape), label
 
 
-def _slice2d(*arrays: np.ndarray, guide: np.ndarray) -> list[np.ndarray]:
-    """2-D views: 3-D volumes show the slice (axis 0) with the most consensus."""
-    if guide.ndim == 2:
-        return list(arrays)
-    k = int(np.argmax(guide.reshape(guide.shape[0], -1).sum(axis=1)))
-    return [a[k] for a in arrays]
+def axial_slice(consensus: np.ndarray, graded: np.ndarray, saliency: np.ndarray) -> int:
+    """The axial slice (index along axis 0) a gallery row shows for a ``(D, H, W)`` volume.
+
+    The slice where the consensus mask has the largest area (voxel count), the first one
+    on ties: where the findings are. A volume whose consensus is empty (possible when the
+    headline reference is another one) falls back to the slice with the most graded
+    importance, then to the slice holding the saliency peak (first voxel on ties).
+
+    Parameters
+    ----------
+    consensus : ndarray (D, H, W), bool
+    graded : ndarray (D, H, W), float in [0, 1]
+    saliency : ndarray (D, H, W), float, on the same grid
+    """
+    for guide in (consensus, graded):
+        area = guide.reshape(guide.shape[0], -1).sum(axis=1, dtype=np.float64)
+        if area.max() > 0:
+            return int(np.argmax(area))
+    return int(np.unravel_index(int(np.argmax(saliency)), saliency.shape)[0])
+
+
+def _slice2d(*arrays: np.ndarray, z: int | None) -> list[np.ndarray]:
+    """2-D views ``(H, W)``: the arrays themselves for 2D images (``z`` None), slice
+    ``z`` along axis 0 of 3D ones."""
+    return list(arrays) if z is None else [a[z] for a in arrays]
+
+
+def pixel_aspect(spacing: tuple[float, ...], ndim: int) -> float:
+    """Height / width of one displayed pixel: row spacing / column spacing (mm).
+
+    1 when the spacing does not describe the image (a default 2-tuple for a volume) or
+    is not positive and finite.
+    """
+    if len(spacing) != ndim:
+        return 1.0
+    dy, dx = float(spacing[-2]), float(spacing[-1])
+    if not (math.isfinite(dy) and math.isfinite(dx) and dy > 0 and dx > 0):
+        return 1.0
+    return dy / dx
 
 
 def _panels(row: _Row) -> np.ndarray:
@@ -296,13 +349,15 @@ def render_rows_png(rows: list[_Row], *, title: str, region_label: str) -> bytes
     """One PNG: a row per entry (CT | saliency | graded | attention vs consensus).
 
     Each row is one image in one axes (four axes per row made drawing several times
-    slower); the layout is fixed in inches, so every figure has the same geometry.
+    slower); the layout is fixed in inches, so every figure has the same width. Every
+    row's arrays are ``(H, W)`` (a slice for volumes), the same for all rows; a panel is
+    ``H * pixel_aspect / W`` times as high as it is wide.
     """
     h, w = rows[0].ct.shape
     gap = _gap(w)
     left, right, top, title_h, bottom, width = 0.5, 0.18, 0.3, 0.4, 0.85, 9.6
     panel_w = (width - left - right) / (4 + 3 * GAP)
-    panel_h = panel_w * h / w
+    panel_h = panel_w * h * rows[0].pixel_aspect / w
     height = top + len(rows) * (title_h + panel_h) + bottom
     fig = Figure(figsize=(width, height), dpi=DPI)
 
@@ -403,7 +458,11 @@ class _Gallery:
 
     def row(self, model: str, method: str, image_id: str, *, label: str,
             metric_title: str) -> tuple[_Row, str]:
-        """One row's arrays, and the attention-region label."""
+        """One row's arrays, and the attention-region label.
+
+        The map is resized to the image grid, normalised and thresholded on the whole
+        image (volume), as the metrics do; a volume is then cut at :func:`axial_slice`.
+        """
         position, maps = self.maps(model, method)
         idx = self.dataset.positions([image_id])
         ct = self.dataset.images(idx)[0]
@@ -411,9 +470,13 @@ class _Gallery:
         cons = self.dataset.reference(idx, "consensus")[0] > 0.5
         sal = normalise(resize_bilinear(maps[position[image_id]], ct.shape), self.sign)
         att, region_label = attention_region(sal, self.ctx.headline_metric, self.seed)
-        ct, sal, graded, cons, att = _slice2d(ct, sal, graded, cons, att, guide=cons)
-        return _Row(ct, sal, graded, cons, att, label, f"CT, image {image_id}",
-                    method, metric_title), region_label
+        z = axial_slice(cons, graded, sal) if ct.ndim == 3 else None
+        depth = int(ct.shape[0]) if z is not None else None
+        aspect = pixel_aspect(tuple(self.dataset.spacing), ct.ndim)
+        ct, sal, graded, cons, att = _slice2d(ct, sal, graded, cons, att, z=z)
+        title = f"CT, image {image_id}" + ("" if z is None else f", z = {z} of {depth}")
+        return _Row(ct, sal, graded, cons, att, label, title, method, metric_title,
+                    z=z, depth=depth, pixel_aspect=aspect), region_label
 
 
 def gallery_methods(ctx: ReportContext) -> list[str]:
@@ -440,7 +503,9 @@ def gallery_section(run: Run, dataset: Dataset | None, ctx: ReportContext) -> st
         "(share of annotators marking the pixel, 0 to 1), and the attention region used by "
         "the metric (filled orange) with the consensus outline (blue); the row title gives "
         "the case mean and the image's value. Colour scales are the same in every panel "
-        "and colourblind-safe.\n\n",
+        "and colourblind-safe.",
+        _volume_note(dataset),
+        "\n\n",
         "### Best, median and worst case per method {#gallery-by-method}\n\n",
         "For each method and model, the best, the median and the worst case, each shown "
         "by the image closest to the case mean. Null baselines are left out. "
@@ -479,8 +544,10 @@ def _method_block(g: _Gallery, method: str) -> str:
                               region_label=drawn[0][1])
         spans = ", ".join(
             f'<span class="gallery-case" data-rank="{c.rank}" data-case="{html_text(c.case_id)}"'
-            f' data-image="{html_text(c.image_id)}">{c.rank}: case {html_text(c.case_id)} '
-            f"({c.value:.{ctx.digits}f})</span>" for c in cases)
+            f' data-image="{html_text(c.image_id)}"{_slice_attrs(r)}>{c.rank}: case '
+            f"{html_text(c.case_id)} ({c.value:.{ctx.digits}f}"
+            f"{', ' + r.slice_text if r.slice_text else ''})</span>"
+            for c, (r, _) in zip(cases, drawn, strict=True))
         alt = (f"Gallery for model {model}, method {method}: saliency, graded importance "
                f"and attention region for {len(cases)} cases")
         out.append(_figure(png, alt, f"Model {html_text(model)}, {html_text(method)}, "
@@ -527,15 +594,36 @@ def _disagreement_block(g: _Gallery) -> str:
         values = ", ".join(f"{html_text(m)} {v:.{ctx.digits}f}" for m, v in case.case_means)
         alt = (f"Case {case.case_id}, image {case.image_id}: {method} saliency of every "
                "model, graded importance and attention region")
+        first = drawn[0][0]  # every row shows the same image, so the same slice
+        where = f", {first.slice_text}" if first.slice_text else ""
         parts.append(raw_html_block(_figure(
             png, alt,
-            f"Case {html_text(case.case_id)} (image {html_text(case.image_id)}): "
+            f"Case {html_text(case.case_id)} (image {html_text(case.image_id)}{where}): "
             f"{html_text(metric)} case mean {values}; range "
             f"{case.spread:.{ctx.digits}f}.",
             f'data-case="{html_text(case.case_id)}" data-image="{html_text(case.image_id)}"'
-            f' data-spread="{case.spread!r}"', extra_class=" gallery-disagreement")))
+            f' data-spread="{case.spread!r}"{_slice_attrs(first)}',
+            extra_class=" gallery-disagreement")))
         parts.append("\n")
     return "".join(parts)
+
+
+def _slice_attrs(row: _Row) -> str:
+    """``data-slice`` / ``data-depth`` attributes of a volume's row (none for 2D)."""
+    return "" if row.z is None else f' data-slice="{row.z}" data-depth="{row.depth}"'
+
+
+def _volume_note(dataset: Dataset) -> str:
+    """The section's sentence on 3D volumes; empty for 2D data."""
+    if dataset.image_array.ndim != 4:
+        return ""
+    return (
+        " The images are 3D volumes: each row shows the axial slice where the consensus "
+        "mask has the largest area (\"slice z = k of D\" in the captions, slices counted "
+        "from 0). Maps are resized, normalised and thresholded on the whole volume, as "
+        "the metrics are, then sliced: a dark slice means the map peaks elsewhere in the "
+        "volume."
+    )
 
 
 def _figure(png: bytes, alt: str, caption_html: str, attrs: str, extra_class: str = "") -> str:

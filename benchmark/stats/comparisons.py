@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from statsmodels.stats.multitest import multipletests
 
 from benchmark.stats._validation import (
     METHODS,
@@ -27,6 +26,7 @@ from benchmark.stats._validation import (
     check_unique_rows,
     check_values,
 )
+from benchmark.stats.adjust import ADJUSTMENTS, adjust_pvalues
 from benchmark.stats.aggregate import cell_case_sums, ratio_jackknife, ratio_terms
 from benchmark.stats.engine import CHUNK_ELEMENTS, ColumnIntervals, weighted_ratio
 from benchmark.stats.intervals import BCA, interval_from_sorted, sort_rows, standard_error_sorted
@@ -34,8 +34,6 @@ from benchmark.stats.permutation import rank_biserial, sign_flip_pvalues, wilcox
 from benchmark.stats.resample import draw_counts, split_seed
 
 FAMILIES = ("methods", "models")
-#: ``adjust`` -> the ``method`` passed to ``statsmodels.stats.multitest.multipletests``.
-ADJUSTMENTS = {"holm": "holm", "bh": "fdr_bh"}
 CELL = ["model", "split", "method", "reference", "metric"]
 CONTRACT_COLUMNS = (
     "family", "split", "reference", "metric", "a", "b", "diff", "ci_low", "ci_high",
@@ -203,11 +201,9 @@ def _adjust(table: pd.DataFrame, adjust: str) -> np.ndarray:
     """Adjusted p per family instance ``(family, split, reference, metric)``; NaN stays NaN."""
     p_adj = np.full(len(table), np.nan)
     instances = table.groupby(["family", "split", "reference", "metric"], sort=False)
+    p = table["p"].to_numpy(np.float64)
     for idx in instances.indices.values():
-        p = table["p"].to_numpy()[idx]
-        ok = np.isfinite(p)
-        if ok.any():
-            p_adj[idx[ok]] = multipletests(p[ok], method=ADJUSTMENTS[adjust])[1]
+        p_adj[idx] = adjust_pvalues(p[idx], adjust)
     return p_adj
 
 
