@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from benchmark.data.dataset import Dataset, combine_masks
-from benchmark.metrics import compute
+from benchmark.metrics.compute import compute_by_spacing
+from benchmark.store import SHARD_SIZE
 
 #: Pseudo-annotator whose value per image is the mean over annotators (the pooled band).
 POOLED = "all"
@@ -69,31 +70,42 @@ def human_scores(
     annotators = list(ds.annotators)
     if len(annotators) < 2 or len(rows) == 0:
         return pd.DataFrame({c: [] for c in HUMAN_COLUMNS})
-    masks = ds.masks[rows]
+    # (reference, annotator index) -> metric -> values, block by block: the masks stream
+    # through the kernels SHARD_SIZE images at a time, never the whole split at once.
+    cells: dict[tuple[str, int], dict[str, list[np.ndarray]]] = {}
+    for start in range(0, len(rows), SHARD_SIZE):
+        block = rows[start:start + SHARD_SIZE]
+        masks = ds.masks[block]
+        region = ds.roi(block) if roi else None
+        groups = ds.spacing_groups(block)
+        for ref in references:
+            metrics = list(graded_metrics if ref == "graded" else binary_metrics)
+            resolved = {m: _human_metric(m) for m in metrics}
+            for i, a in enumerate(annotators):
+                if not metrics or ref == f"annotator:{a}":
+                    continue
+                others = [j for j in range(len(annotators)) if j != i]
+                target = combine_masks(masks[:, others], ref, [annotators[j] for j in others])
+                values = compute_by_spacing(
+                    groups, masks[:, i].astype(np.float32), target,
+                    list(dict.fromkeys(resolved.values())), sign=sign, seed=seed,
+                    roi=region, stream_length=len(rows),
+                )
+                cell = cells.setdefault((ref, i), {m: [] for m in metrics})
+                for m, r in resolved.items():
+                    cell[m].append(np.asarray(values[r], dtype=np.float64))
     meta = ds.index.iloc[rows][["split", "case_id", "image_id"]].reset_index(drop=True)
-    region = ds.roi(rows) if roi else None
     frames = []
     for ref in references:
-        metrics = list(graded_metrics if ref == "graded" else binary_metrics)
-        if not metrics:
-            continue
-        resolved = {m: _human_metric(m) for m in metrics}
         per_annotator = []
         for i, a in enumerate(annotators):
-            if ref == f"annotator:{a}":
+            if (ref, i) not in cells:
                 continue
-            others = [j for j in range(len(annotators)) if j != i]
-            target = combine_masks(masks[:, others], ref, [annotators[j] for j in others])
-            values = compute(
-                masks[:, i].astype(np.float32), target,
-                list(dict.fromkeys(resolved.values())),
-                sign=sign, seed=seed, spacing=ds.spacing, roi=region,
-            )
-            per_annotator.append({m: np.asarray(values[r], dtype=np.float64)
-                                  for m, r in resolved.items()})
-            frames.extend(_tidy(meta, a, ref, per_annotator[-1]))
+            joined = {m: np.concatenate(v) for m, v in cells[(ref, i)].items()}
+            per_annotator.append(joined)
+            frames.extend(_tidy(meta, a, ref, joined))
         if per_annotator:
-            pooled = {m: _nanmean([v[m] for v in per_annotator]) for m in metrics}
+            pooled = {m: _nanmean([v[m] for v in per_annotator]) for m in per_annotator[0]}
             frames.extend(_tidy(meta, POOLED, ref, pooled))
     if not frames:
         return pd.DataFrame({c: [] for c in HUMAN_COLUMNS})

@@ -28,9 +28,16 @@ from benchmark import store
 from benchmark.config import ConfigError, RunConfig, make_config
 from benchmark.data.dataset import Dataset
 from benchmark.errors import BenchError
-from benchmark.explainers import EXPLAINERS, check_methods, get_explainer
+from benchmark.explainers import (
+    EXPLAINERS,
+    check_methods,
+    default_methods,
+    get_explainer,
+    needs_hooks,
+)
 from benchmark.human import human_scores
-from benchmark.metrics import compute, compute_curve, parse_metric, tune_threshold
+from benchmark.metrics import compute_curve, parse_metric, tune_threshold
+from benchmark.metrics.compute import compute_by_spacing
 from benchmark.metrics.curve import DEFAULT_GRID, REGION_METRICS
 from benchmark.models import LoadedModel, check_output, predict
 from benchmark.resolve import ModelOptions, ResolvedDataset, resolve_dataset
@@ -154,7 +161,7 @@ def plan(config: Any = None, **overrides: Any) -> Plan:
             f"dataset {data.entry.name!r} lists no models; give checkpoints with --model PATH"
         )
     try:
-        methods = check_methods(cfg.methods or list(EXPLAINERS))
+        methods = check_methods(cfg.methods or default_methods())
     except ValueError as err:
         raise ConfigError(str(err)) from None
     specs = []
@@ -235,13 +242,14 @@ def _batches(rows: np.ndarray, size: int) -> Iterator[np.ndarray]:
 
 def _check_hooks(lm: LoadedModel, methods: list[str]) -> None:
     """Layer methods hook a module's forward pass, which TorchScript does not allow."""
-    layered = [m for m in methods if EXPLAINERS[m].info.needs_layer]
-    if layered and isinstance(lm.module, torch.jit.ScriptModule):
+    hooked = [m for m in methods if needs_hooks(m)]
+    if hooked and isinstance(lm.module, torch.jit.ScriptModule):
         raise ConfigError(
-            f"model {lm.name!r} is TorchScript, which has no layer hooks for {', '.join(layered)}; "
+            f"model {lm.name!r} is TorchScript, which has no module hooks for "
+            f"{', '.join(hooked)}; "
             "give a state dict with --factory or a torch.export .pt2, or leave these methods out"
         )
-    if layered:
+    if any(EXPLAINERS[m].info.needs_layer for m in methods):
         layer = lm.layer()
         console.log(f"model {lm.name}: target layer [bold]{lm.target_layer}[/] "
                     f"({type(layer).__name__})")
@@ -269,7 +277,8 @@ def explain_stage(
     """Compute (or reuse) the maps of every model x method; returns ``model/method -> key``."""
     ds = p.data.dataset
     rows = _explain_rows(ds, p.config, p.explain_splits)
-    image_ids = ds.index["image_id"].to_numpy()[rows]
+    image_ids_all = ds.index["image_id"].to_numpy()
+    image_ids = image_ids_all[rows]
     data_sha = store.sha256_json({"data": ds.sha256, "images": image_ids.tolist(),
                                   "input": p.data.input_config})
     index: dict[str, str] = {}
@@ -287,32 +296,51 @@ def explain_stage(
                                       **priors.get(method, {}))
             key = store.map_key(lm.sha256, explainer.config(), data_sha)
             index[f"{name}/{method}"] = key
-            if store.load_maps(p.out, key) is not None:
+            if store.maps_complete(p.out, key):
                 progress.advance(task, len(rows))
                 continue
             progress.update(task, description=f"explain {name}/{method}")
-            out = []
-            for b in _batches(rows, p.config.batch_size):
-                x = p.data.to_input(ds.images(b))
-                try:
-                    out.append(explainer.attribute(x, target=lm.target or 0).numpy())
-                except RuntimeError as e:  # the model or its layer does not fit the input
-                    first = str(e).strip().splitlines()[0][:200]
-                    raise BenchError(
-                        f"model {name!r}, method {method!r} failed on image "
-                        f"{ds.index['image_id'].iloc[b[0]]!r} and its batch ({first})"
-                    ) from None
-                progress.advance(task, len(b))
-            maps = np.concatenate(out).astype(np.float32)
-            bad = ~np.isfinite(maps.reshape(len(maps), -1)).all(axis=1)
-            if bad.any():
-                raise BenchError(
-                    f"model {name!r}, method {method!r}: saliency of image "
-                    f"{image_ids[np.argmax(bad)]!r} contains NaN or inf"
-                )
-            store.save_maps(p.out, key, image_ids, maps)
+            shards = [rows[i:i + store.SHARD_SIZE] for i in range(0, len(rows), store.SHARD_SIZE)]
+            for i, shard in enumerate(shards):
+                ids = image_ids_all[shard]
+                cached = store.load_map_shard(p.out, key, i)
+                if cached is not None and np.array_equal(cached[0], ids):
+                    progress.advance(task, len(shard))  # finished before an interruption
+                    continue
+                maps = _explain_shard(p, lm, explainer, name, method, shard,
+                                      lambda k: progress.advance(task, k))
+                store.save_map_shard(p.out, key, i, ids, maps)
+            store.finish_maps(p.out, key, len(shards), len(rows))
     store.write_json(index, p.out / store.MAPS / "index.json")
     return index
+
+
+def _explain_shard(
+    p: Plan, lm: LoadedModel, explainer: Any, name: str, method: str, rows: np.ndarray,
+    advance: Callable[[int], None],
+) -> np.ndarray:
+    """Maps (k, *spatial) float32 of the images at ``rows``, batch by batch."""
+    ds = p.data.dataset
+    out = []
+    for b in _batches(rows, p.config.batch_size):
+        x = p.data.to_input(ds.images(b))
+        try:
+            out.append(explainer.attribute(x, target=lm.target or 0).numpy())
+        except RuntimeError as e:  # the model or its layer does not fit the input
+            first = str(e).strip().splitlines()[0][:200]
+            raise BenchError(
+                f"model {name!r}, method {method!r} failed on image "
+                f"{ds.index['image_id'].iloc[b[0]]!r} and its batch ({first})"
+            ) from None
+        advance(len(b))
+    maps = np.concatenate(out).astype(np.float32)
+    bad = ~np.isfinite(maps.reshape(len(maps), -1)).all(axis=1)
+    if bad.any():
+        raise BenchError(
+            f"model {name!r}, method {method!r}: saliency of image "
+            f"{ds.index['image_id'].iloc[rows[np.argmax(bad)]]!r} contains NaN or inf"
+        )
+    return maps
 
 
 def _tune(p: Plan, maps: np.ndarray, meta: pd.DataFrame, pos: np.ndarray) -> dict[str, Any]:
@@ -368,82 +396,104 @@ def _curve_metric(p: Plan) -> str:
     return base if base in REGION_METRICS else "iou"
 
 
-def _compute_by_spacing(
-    groups: list[tuple[tuple[float, ...], np.ndarray]], maps: np.ndarray, refs: np.ndarray,
-    metrics: list[str], *, sign: str, seed: int, roi: np.ndarray | None,
-) -> dict[str, np.ndarray]:
-    """:func:`compute` per group of images sharing a voxel spacing (distance metrics are
-    in mm); values come back in the order of ``maps``."""
-    if len(groups) == 1:
-        return {k: np.asarray(v) for k, v in compute(
-            maps, refs, metrics, sign=sign, seed=seed, spacing=groups[0][0], roi=roi).items()}
-    out = {m: np.full(len(maps), np.nan) for m in metrics}
-    for spacing, at in groups:
-        vals = compute(maps[at], refs[at], metrics, sign=sign, seed=seed, spacing=spacing,
-                       roi=None if roi is None else roi[at])
-        for m in metrics:
-            out[m][at] = np.asarray(vals[m])
-    return out
-
-
 def score_stage(
     p: Plan, index: dict[str, str], progress: Progress
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Score every model x method x reference.
+    """Score every model x method x reference, streaming the cached maps shard by shard
+    (memory grows with the shard size, not the dataset).
 
     Returns (scores, tuned thresholds, curves): ``curves`` holds the per-image values of
     the curve metric against the tuning reference at every threshold of
     :data:`~benchmark.metrics.curve.DEFAULT_GRID`.
     """
     ds = p.data.dataset
-    frames, tuned_rows, curve_frames = [], [], []
+    frames: list[pd.DataFrame] = []
+    curve_frames: list[pd.DataFrame] = []
+    tuned_rows: list[dict[str, Any]] = []
     plan_refs = _score_plan(p)
-    task = progress.add_task("score", total=len(index) * (len(plan_refs) + 1))
+    task = progress.add_task("score", total=len(index))
     for key_name, key in index.items():
         model, method = key_name.split("/")
-        loaded_maps = store.load_maps(p.out, key)
-        assert loaded_maps is not None
-        image_ids, maps = loaded_maps
-        pos = ds.positions(image_ids)
-        meta = ds.index.iloc[pos][["split", "case_id", "image_id"]].reset_index(drop=True)
         tau = None
         if p.tune_split is not None:
-            tuned = _tune(p, maps, meta, pos)
+            tuned = _tune(p, *_tuning_maps(p, key))
             tau = tuned["threshold"]
             tuned_rows.append({"model": model, "method": method, "split": p.tune_split,
                                "reference": p.tune_reference, "metric": TUNED_METRIC, **tuned})
-        keep = meta["split"].isin(p.splits).to_numpy()
-        maps_k, pos_k, meta_k = maps[keep], pos[keep], meta[keep].reset_index(drop=True)
-        region = ds.roi(pos_k) if p.config.roi else None
-        if len(pos_k) == 0:
-            progress.advance(task, len(plan_refs) + 1)
-            continue
-        groups = ds.spacing_groups(pos_k)
-        for ref, metrics in plan_refs:
-            names = _resolve_metrics(metrics, tau)
-            values = _compute_by_spacing(
-                groups, maps_k, ds.reference(pos_k, ref), list(dict.fromkeys(names.values())),
-                sign=p.config.sign, seed=p.config.seed, roi=region,
-            )
-            for metric, resolved in names.items():
-                f = meta_k.copy()
-                f["model"], f["method"], f["reference"], f["metric"] = model, method, ref, metric
-                f["value"] = np.asarray(values[resolved], dtype=np.float64)
-                frames.append(f)
-            progress.advance(task)
-        curve = compute_curve(maps_k, ds.reference(pos_k, p.tune_reference), _curve_metric(p),
-                              DEFAULT_GRID, sign=p.config.sign, roi=region)
-        f = meta_k.loc[meta_k.index.repeat(len(DEFAULT_GRID))].reset_index(drop=True)
-        f["model"], f["method"], f["reference"], f["metric"] = (
-            model, method, p.tune_reference, _curve_metric(p))
-        f["threshold"] = np.tile(DEFAULT_GRID, len(meta_k))
-        f["value"] = curve.ravel()
-        curve_frames.append(f)
+        stream = _evaluated_rows(p, key)
+        cells: list[list[pd.DataFrame]] = []  # per reference x metric, block by block
+        for image_ids, maps in store.iter_maps(p.out, key):
+            pos = ds.positions(image_ids)
+            keep = np.isin(ds.index["split"].to_numpy()[pos], p.splits)
+            if not keep.any():
+                continue
+            block, curve = _score_block(p, maps[keep], pos[keep], plan_refs, tau, stream)
+            cells = cells or [[] for _ in block]
+            for cell, f in zip(cells, block, strict=True):
+                cell.append(f.assign(model=model, method=method))
+            curve_frames.append(curve.assign(model=model, method=method))
+        # Cell by cell, so the table reads the same however the maps were sharded.
+        frames.extend(f for cell in cells for f in cell)
         progress.advance(task)
     thresholds = pd.DataFrame(tuned_rows, columns=store.THRESHOLDS_COLUMNS)
     curves = (pd.concat(curve_frames, ignore_index=True)[store.CURVE_POINTS_COLUMNS]
               if curve_frames else pd.DataFrame(columns=store.CURVE_POINTS_COLUMNS))
-    return pd.concat(frames, ignore_index=True)[store.SCORES_COLUMNS], thresholds, curves
+    scores = (pd.concat(frames, ignore_index=True)[store.SCORES_COLUMNS] if frames
+              else pd.DataFrame(columns=store.SCORES_COLUMNS))
+    return scores, thresholds, curves
+
+
+def _evaluated_rows(p: Plan, key: str) -> int:
+    """How many cached images of ``key`` belong to the evaluated splits (one cheap pass
+    over the shards' image ids, so every block pads to one kernel shape)."""
+    ds = p.data.dataset
+    split = ds.index["split"].to_numpy()
+    return sum(int(np.isin(split[ds.positions(ids)], p.splits).sum())
+               for ids, _ in store.iter_maps(p.out, key))
+
+
+def _tuning_maps(p: Plan, key: str) -> tuple[np.ndarray, pd.DataFrame, np.ndarray]:
+    """The maps, index rows and positions of the tuning split's images of ``key``."""
+    ds = p.data.dataset
+    maps, pos = [], []
+    for ids, m in store.iter_maps(p.out, key):
+        at = ds.positions(ids)
+        sel = ds.index["split"].to_numpy()[at] == p.tune_split
+        maps.append(m[sel])
+        pos.append(at[sel])
+    all_pos = np.concatenate(pos)
+    meta = ds.index.iloc[all_pos][["split", "case_id", "image_id"]].reset_index(drop=True)
+    return np.concatenate(maps), meta, all_pos
+
+
+def _score_block(
+    p: Plan, maps: np.ndarray, pos: np.ndarray, plan_refs: list[tuple[str, list[str]]],
+    tau: float | None, stream: int,
+) -> tuple[list[pd.DataFrame], pd.DataFrame]:
+    """Scores (one frame per reference x metric) and curve points of one block of maps."""
+    ds = p.data.dataset
+    meta = ds.index.iloc[pos][["split", "case_id", "image_id"]].reset_index(drop=True)
+    region = ds.roi(pos) if p.config.roi else None
+    groups = ds.spacing_groups(pos)
+    frames = []
+    for ref, metrics in plan_refs:
+        names = _resolve_metrics(metrics, tau)
+        values = compute_by_spacing(
+            groups, maps, ds.reference(pos, ref), list(dict.fromkeys(names.values())),
+            sign=p.config.sign, seed=p.config.seed, roi=region, stream_length=stream,
+        )
+        for metric, resolved in names.items():
+            f = meta.copy()
+            f["reference"], f["metric"] = ref, metric
+            f["value"] = np.asarray(values[resolved], dtype=np.float64)
+            frames.append(f)
+    curve = compute_curve(maps, ds.reference(pos, p.tune_reference), _curve_metric(p),
+                          DEFAULT_GRID, sign=p.config.sign, roi=region, stream_length=stream)
+    f = meta.loc[meta.index.repeat(len(DEFAULT_GRID))].reset_index(drop=True)
+    f["reference"], f["metric"] = p.tune_reference, _curve_metric(p)
+    f["threshold"] = np.tile(DEFAULT_GRID, len(meta))
+    f["value"] = curve.ravel()
+    return frames, f
 
 
 def human_stage(p: Plan) -> pd.DataFrame:

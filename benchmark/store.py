@@ -176,13 +176,73 @@ def _savez(tmp: Path, image_ids: np.ndarray, maps: np.ndarray) -> None:
         np.savez(fh, image_ids=image_ids, maps=maps)
 
 
-def load_maps(root: Path, key: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """Return ``(image_ids, maps)`` of a cached entry, or None when it is absent."""
-    path = Path(root) / MAPS / f"{key}.npz"
+#: Images per map shard: the unit the explain stage writes and the score stage streams
+#: (the metric kernels' default chunk), so memory does not grow with the dataset.
+SHARD_SIZE = 256
+_DONE = "complete.json"
+
+
+def _shard_dir(root: Path, key: str) -> Path:
+    return Path(root) / MAPS / key
+
+
+def shard_path(root: Path, key: str, index: int) -> Path:
+    return _shard_dir(root, key) / f"shard-{index:05d}.npz"
+
+
+def save_map_shard(root: Path, key: str, index: int, image_ids: np.ndarray,
+                   maps: np.ndarray) -> Path:
+    """Cache shard ``index`` of an entry: maps ``(k, *spatial)`` float32 of ``image_ids``.
+
+    Shards are written atomically as they are computed, so a run killed mid-method keeps
+    its finished shards; :func:`finish_maps` marks the entry complete.
+    """
+    path = shard_path(root, key, index)
+    atomic_write(path, lambda tmp: _savez(tmp, image_ids=np.asarray(image_ids, dtype=str),
+                                          maps=maps))
+    return path
+
+
+def load_map_shard(root: Path, key: str, index: int) -> tuple[np.ndarray, np.ndarray] | None:
+    path = shard_path(root, key, index)
     if not path.exists():
         return None
     with np.load(path, allow_pickle=False) as data:
         return data["image_ids"], data["maps"]
+
+
+def finish_maps(root: Path, key: str, n_shards: int, n_images: int) -> None:
+    write_json({"n_shards": n_shards, "n_images": n_images}, _shard_dir(root, key) / _DONE)
+
+
+def maps_complete(root: Path, key: str) -> bool:
+    """Whether an entry is fully cached (one file, or shards marked complete)."""
+    return (Path(root) / MAPS / f"{key}.npz").exists() or (_shard_dir(root, key) / _DONE).exists()
+
+
+def iter_maps(root: Path, key: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``(image_ids, maps)`` of a complete entry, one shard at a time."""
+    single = Path(root) / MAPS / f"{key}.npz"
+    if single.exists():
+        with np.load(single, allow_pickle=False) as data:
+            yield data["image_ids"], data["maps"]
+        return
+    with open(_shard_dir(root, key) / _DONE) as fh:
+        n_shards = int(json.load(fh)["n_shards"])
+    for i in range(n_shards):
+        shard = load_map_shard(root, key, i)
+        if shard is None:
+            raise BenchError(f"map cache {key}: shard {i} is missing; rerun to recompute it")
+        yield shard
+
+
+def load_maps(root: Path, key: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """Return ``(image_ids, maps)`` of a complete cached entry, or None when it is absent."""
+    if not maps_complete(root, key):
+        return None
+    parts = list(iter_maps(root, key))
+    return (np.concatenate([ids for ids, _ in parts]),
+            np.concatenate([m for _, m in parts]))
 
 
 @dataclass

@@ -313,7 +313,7 @@ def test_torchscript_with_a_cam_method_is_refused_in_one_line(byod: Path) -> Non
     code, text = invoke(byod, "run", *RUN_3D, "--model", "net3d.ts", "--method", "gradcam",
                         "--out", "bad")
     assert code == 2
-    assert "is TorchScript, which has no layer hooks for gradcam" in text
+    assert "is TorchScript, which has no module hooks for gradcam" in text
 
 
 def test_wrong_target_layer_lists_the_layers(byod: Path) -> None:

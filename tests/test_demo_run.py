@@ -13,13 +13,14 @@ from typer.testing import CliRunner
 
 from benchmark import load_run
 from benchmark.cli import app
-from benchmark.explainers import EXPLAINERS
+from benchmark.explainers import EXPLAINERS, default_methods
 from benchmark.store import (
     BASELINE_COLUMNS,
     CLASSIFICATION_COLUMNS,
     PREDICTIONS_COLUMNS,
     SCORES_COLUMNS,
     SUMMARY_COLUMNS,
+    maps_complete,
 )
 
 pytestmark = pytest.mark.slow
@@ -62,11 +63,12 @@ def test_run_directory_follows_the_contract(demo_run):
     assert list(run.classification.columns) == CLASSIFICATION_COLUMNS
     csv = pd.read_csv(run.path / "summary.csv")
     assert len(csv) == len(run.summary)
-    assert set(run.summary.method) == set(EXPLAINERS)
+    assert set(run.summary.method) == set(default_methods())
     assert set(run.summary.model) == {"clean", "partial", "shortcut"}
     index = run.map_index
-    assert len(index) == 3 * len(EXPLAINERS)
-    assert all((run.path / "maps" / f"{k}.npz").is_file() for k in index.values())
+    assert len(index) == 3 * len(default_methods())
+    assert all(maps_complete(run.path, k) for k in index.values())
+    assert all((run.path / "maps" / k / "shard-00000.npz").is_file() for k in index.values())
 
 
 def test_config_and_provenance_are_resolved(demo_run):
@@ -194,7 +196,7 @@ def test_mixed_model_and_correlation_tables_cover_the_cells(demo_run):
     sel = m[(m.model == "clean") & (m.split == "test") & (m.reference == "consensus")
             & (m.metric == "irrelevant_fraction@top15")]
     assert set(sel.reference_method) == {"random"}
-    assert set(sel.method) == set(EXPLAINERS) - {"random"}
+    assert set(sel.method) == set(default_methods()) - {"random"}
     gc = sel[sel.method == "gradcam"].iloc[0]
     assert gc.estimate < 0 and gc.ci_high < 0  # Grad-CAM is far better than a random map
     r = run.correlation

@@ -18,6 +18,9 @@ from benchmark.explainers import EXPLAINERS, get_explainer
 from benchmark.explainers.perturbation import occlusion_geometry
 from benchmark.metrics import compute
 
+#: Methods whose maps are on the target layer's grid (the metrics upsample them).
+LAYER_GRID_METHODS = {"gradcam", "gradcam_plusplus", "hirescam", "layercam", "scorecam"}
+
 SHAPE = (8, 16, 16)  # (D, H, W): thinner than occlusion's default window of 16
 LAYER_GRID = (4, 8, 8)  # the stride-2 second convolution halves every axis
 # The random map draws from one generator per explainer: an image's map depends on its
@@ -66,7 +69,7 @@ def make(name: str, model: nn.Module, **options: object):
 @pytest.mark.parametrize("name", list(EXPLAINERS))
 def test_every_method_returns_finite_float32_volumes(name, model, x) -> None:
     out = make(name, model).attribute(x, target=1)
-    assert tuple(out.shape) == (3, *(LAYER_GRID if name == "gradcam" else SHAPE))
+    assert tuple(out.shape) == (3, *(LAYER_GRID if name in LAYER_GRID_METHODS else SHAPE))
     assert out.dtype == torch.float32 and torch.isfinite(out).all()
 
 

@@ -19,6 +19,7 @@ ARGS = ["run", "--model", "clean", "--method", "saliency", "--method", "integrat
         "--method", "gradcam", "--method", "occlusion", "--method", "random",
         "--split", "test", "--metric", "iou@top15", "--metric", "mass_accuracy",
         "--reference", "consensus", "--n-boot", "200", "--no-report"]
+ARGS_METHODS = [a for i, a in enumerate(ARGS) if i and ARGS[i - 1] == "--method"]
 #: Kill points as fractions of an uninterrupted run's wall time, drawn once (seeded).
 KILL_FRACTIONS = sorted(np.random.default_rng(7).uniform(0.15, 0.9, size=5).round(3))
 
@@ -35,8 +36,10 @@ def _finish(proc: subprocess.Popen[str], timeout: float = 600) -> tuple[int, str
 
 
 def _maps(run_dir: Path) -> dict[str, int]:
-    """Cached map files with their modification times (ns)."""
-    return {p.name: p.stat().st_mtime_ns for p in (run_dir / "maps").glob("*.npz")}
+    """Cached map shards (``maps/<key>/shard-*.npz``) with their modification times (ns)."""
+    root = run_dir / "maps"
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns
+            for p in root.rglob("shard-*.npz")}
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +67,7 @@ def test_sigkill_then_resume_gives_the_same_summary(reference: tuple[Path, float
     assert code == 0, text
     after = _maps(run_dir)
     assert {k: after[k] for k in before} == before  # nothing cached was recomputed
-    assert set(after) == set(_maps(base / "ref"))
+    assert set(after) == set(_maps(base / "ref")) and len(after) == len(ARGS_METHODS)
     assert not list(run_dir.glob(".*.tmp")) and not list((run_dir / "maps").glob(".*.tmp"))
     pd.testing.assert_frame_equal(pd.read_parquet(run_dir / "summary.parquet"),
                                   pd.read_parquet(base / "ref" / "summary.parquet"))

@@ -8,6 +8,7 @@ import pickle
 import socket
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -152,3 +153,30 @@ def test_any_text_as_a_manifest_fails_in_one_line(text: str, tmp_path: Path) -> 
         load_manifest(path)
     except BenchError as err:
         assert "\n" not in str(err)
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(index=st.text(alphabet="abc01,\n\"./{}_-x ", max_size=160),
+       header=st.sampled_from(["", "case_id,image_id,image,label,split\n",
+                               "case_id,image_id,image,label,split,spacing\n"]))
+def test_any_index_table_gives_a_dataset_or_one_line(index: str, header: str,
+                                                    tmp_path: Path) -> None:
+    """Fuzz the files loader through its index table: a Dataset or a one-line error."""
+    from benchmark.data.dataset import Dataset
+    from benchmark.data.files import load_files_dataset
+    from benchmark.manifest import FilesDataset
+
+    root = tmp_path / "root"
+    (root / "img").mkdir(parents=True, exist_ok=True)
+    np.save(root / "img" / "a.npy", np.zeros((4, 4), np.float32))
+    (root / "index.csv").write_text(header + index)
+    entry = FilesDataset.model_validate({
+        "name": "f", "kind": "files", "root": str(root), "index": "index.csv",
+        "annotations": {"r1": "img/{image_id}.npy"}, "classes": ["0", "1"]})
+    try:
+        ds = load_files_dataset(entry, tmp_path)
+    except BenchError as err:
+        assert "\n" not in str(err)
+    else:
+        assert isinstance(ds, Dataset) and len(ds.index) > 0

@@ -244,3 +244,24 @@ def test_models_family_compares_models_within_each_method():
     assert set(zip(table.a, table.b, strict=True)) == {("clean", "shortcut")}
     assert set(table.within) == {"gradcam", "ig", "rise"}
     assert len(table) == 2 * 3 * 2
+
+
+def test_sign_flip_pvalues_do_not_depend_on_the_sign_block(monkeypatch) -> None:
+    """The Monte Carlo sign matrix is drawn in row blocks to bound memory; any block size
+    gives the same matrix, hence the same p-values."""
+    from benchmark.stats import permutation
+
+    rng = np.random.default_rng(3)
+    d = rng.normal(0.1, 1.0, (40, 5))
+    paired = rng.random((40, 5)) > 0.1
+    whole = permutation.sign_flip_pvalues(d, paired, n_flips=999, seed=11)
+    monkeypatch.setattr(permutation, "_SIGN_BLOCK", 40 * 7)  # 7 rows per block
+    blocked = permutation.sign_flip_pvalues(d, paired, n_flips=999, seed=11)
+    np.testing.assert_array_equal(blocked, whole)
+    # and it is the (1 + hits) / (1 + B) estimate of a brute-force loop over the same signs
+    signs = np.where(np.random.default_rng(11).random((999, 40)) < 0.5, -1.0, 1.0)
+    for j in range(5):
+        x = np.where(paired[:, j], d[:, j], 0.0)
+        t = abs(x.sum())
+        hits = sum(abs(s @ x) >= t - 100 * np.finfo(float).eps * t for s in signs)
+        assert whole[j] == (1 + hits) / 1000

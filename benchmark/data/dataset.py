@@ -155,11 +155,12 @@ class Dataset:
         if self._sha is None:
             h = hashlib.sha256()
             hashed = pd.util.hash_pandas_object(self.index[INDEX_COLUMNS], index=False)
-            h.update(np.ascontiguousarray(hashed.to_numpy(dtype=np.uint64)).tobytes())
-            h.update(np.ascontiguousarray(self.image_array).tobytes())
-            h.update(np.packbits(self.masks).tobytes())
+            # memoryviews, not .tobytes(): hashing must not copy the dataset
+            h.update(np.ascontiguousarray(hashed.to_numpy(dtype=np.uint64)).data.cast("B"))
+            h.update(np.ascontiguousarray(self.image_array).data.cast("B"))
+            h.update(np.packbits(self.masks).data)
             for extra in (self.graded_array, self.roi_array, self.spacing_array):
                 if extra is not None:
-                    h.update(np.ascontiguousarray(extra).tobytes())
+                    h.update(np.ascontiguousarray(extra).data.cast("B"))
             self._sha = h.hexdigest()
         return self._sha

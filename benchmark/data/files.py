@@ -161,6 +161,29 @@ def _resample(array: np.ndarray, shape: tuple[int, ...], nearest: bool) -> np.nd
     return out > 0.5 if nearest else out
 
 
+class _Stack:
+    """Equal-shape arrays written in place into one preallocated block, so loading never
+    holds the dataset twice (a list of arrays and their stacked copy)."""
+
+    def __init__(self, capacity: int, dtype: Any) -> None:
+        self.capacity, self.dtype = capacity, dtype
+        self.array: np.ndarray | None = None
+        self.n = 0
+
+    def fits(self, a: np.ndarray) -> bool:
+        return self.array is None or a.shape == self.array.shape[1:]
+
+    def add(self, a: np.ndarray) -> None:
+        if self.array is None:  # untouched rows of np.empty are never resident
+            self.array = np.empty((self.capacity, *a.shape), self.dtype)
+        self.array[self.n] = a
+        self.n += 1
+
+    def result(self) -> np.ndarray:
+        assert self.array is not None
+        return self.array[: self.n]
+
+
 class _Reader:
     """Reads the files of one image (image, masks, graded, roi) onto the common grid."""
 
@@ -243,7 +266,11 @@ def load_files_dataset(
     reader = _Reader(entry, root, grid)
     annotators = list(entry.annotations)
     report = _Problems(problems)
-    kept, images, masks, graded, rois, spacings = [], [], [], [], [], []
+    kept: list[int] = []
+    spacings: list[tuple[float, ...]] = []
+    shapes: set[tuple[int, ...]] = set()
+    images, masks = _Stack(len(index), np.float32), _Stack(len(index), np.bool_)
+    graded, rois = _Stack(len(index), np.float32), _Stack(len(index), np.bool_)
     for i in range(len(index)):
         row = index.iloc[i]
         image_id = str(row["image_id"])
@@ -294,36 +321,39 @@ def load_files_dataset(
             m = np.stack([_resample(a, grid, nearest=True) for a in m])
             g = None if g is None else _resample(g, grid, nearest=False).clip(0, 1)
             r = None if r is None else _resample(r, grid, nearest=True)
+        shapes.add(img.array.shape)
+        if not images.fits(img.array):
+            continue  # reported below, with every shape seen
         kept.append(i)
-        images.append(img.array.astype(np.float32))
-        masks.append(m)
+        images.add(img.array)
+        masks.add(m)
         spacings.append(tuple(float(s) for s in spacing))
         if g is not None:
-            graded.append(g.astype(np.float32))
+            graded.add(g)
         if r is not None:
-            rois.append(r)
+            rois.add(r)
         if progress is not None:
             progress(len(kept), len(index))
     if not kept:
         raise DataError(f"dataset {entry.name!r}: no image could be read"
                         + (f" ({problems[-1]})" if problems else ""))
-    shapes = sorted({a.shape for a in images}, key=str)
     if len(shapes) > 1:
+        listed = sorted(shapes, key=str)
         raise DataError(
             f"dataset {entry.name!r}: images have different shapes "
-            f"({', '.join(map(str, shapes[:3]))}"
-            f"{', ...' if len(shapes) > 3 else ''}); set preprocessing.resize to a common grid"
+            f"({', '.join(map(str, listed[:3]))}"
+            f"{', ...' if len(listed) > 3 else ''}); set preprocessing.resize to a common grid"
         )
     sp = np.asarray(spacings, dtype=np.float64)
     index = index.iloc[kept].reset_index(drop=True)
     return Dataset(
         name=entry.name,
         index=index,
-        image_array=np.stack(images),
-        masks=np.stack(masks),
+        image_array=images.result(),
+        masks=masks.result(),
         annotators=annotators,
-        roi_array=np.stack(rois) if entry.roi is not None else None,
-        graded_array=np.stack(graded) if entry.graded is not None else None,
+        roi_array=rois.result() if entry.roi is not None else None,
+        graded_array=graded.result() if entry.graded is not None else None,
         spacing=tuple(float(v) for v in np.median(sp, axis=0)),
         spacing_array=sp,
         class_names=(next(c for c in entry.classes if c != entry.positive), entry.positive),

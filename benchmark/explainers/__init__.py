@@ -12,9 +12,17 @@ from typing import Any
 import pandas as pd
 from torch import nn
 
+from benchmark.explainers.attribution import DeepLift, GradientShap
 from benchmark.explainers.base import Explainer, MethodInfo
 from benchmark.explainers.baselines import AverageMask, CenterPrior, RandomMap
 from benchmark.explainers.cam import GradCAM
+from benchmark.explainers.cam_variants import (
+    GradCAMPlusPlus,
+    GuidedGradCAM,
+    HiResCAM,
+    LayerCAM,
+    ScoreCAM,
+)
 from benchmark.explainers.gradient import (
     InputXGradient,
     IntegratedGradients,
@@ -22,18 +30,36 @@ from benchmark.explainers.gradient import (
     SmoothGrad,
 )
 from benchmark.explainers.perturbation import Occlusion
+from benchmark.explainers.rise import RISE
 
 EXPLAINERS: dict[str, type[Explainer]] = {
     cls.info.name: cls
     for cls in (
         Saliency, InputXGradient, IntegratedGradients, SmoothGrad, GradCAM, Occlusion,
         RandomMap, CenterPrior, AverageMask,
+        GradCAMPlusPlus, HiResCAM, LayerCAM, ScoreCAM, GuidedGradCAM, GradientShap, DeepLift,
+        RISE,
     )
 }
 
 
+def default_methods() -> list[str]:
+    """Methods a run uses when the configuration names none: all but the costly ones
+    (``MethodInfo.default``); ``--method NAME`` or ``methods: all`` adds the others."""
+    return [n for n, c in EXPLAINERS.items() if c.info.default]
+
+
+def needs_hooks(name: str) -> bool:
+    """Whether a method hooks module passes (CAM layers, DeepLIFT, guided backprop)."""
+    info = EXPLAINERS[name].info
+    return info.needs_layer or info.uses_hooks
+
+
 def check_methods(names: list[str]) -> list[str]:
-    """Validate method names; ValueError lists the valid ones."""
+    """Validate method names (``all``: every registered method); ValueError lists the
+    valid ones."""
+    if "all" in names:
+        names = [*dict.fromkeys([*names[:names.index("all")], *EXPLAINERS])]
     for n in names:
         if n not in EXPLAINERS:
             raise ValueError(f"unknown method {n!r}; valid methods: {', '.join(EXPLAINERS)}")
@@ -50,12 +76,14 @@ def get_explainer(
 
 
 def list_methods() -> pd.DataFrame:
-    """One row per registered method: name, family, baseline, needs_layer, options, citation."""
+    """One row per registered method: name, family, baseline, needs_layer, default (runs
+    when no method is named), options, citation, description."""
     return pd.DataFrame(
         [
             {
                 "name": c.info.name, "family": c.info.family, "baseline": c.info.is_baseline,
-                "needs_layer": c.info.needs_layer, "options": dict(c.defaults),
+                "needs_layer": c.info.needs_layer, "default": c.info.default,
+                "options": dict(c.defaults),
                 "citation": c.info.citation, "description": c.info.description,
             }
             for c in EXPLAINERS.values()
@@ -64,5 +92,6 @@ def list_methods() -> pd.DataFrame:
 
 
 __all__ = [
-    "EXPLAINERS", "Explainer", "MethodInfo", "check_methods", "get_explainer", "list_methods",
+    "EXPLAINERS", "Explainer", "MethodInfo", "check_methods", "default_methods",
+    "get_explainer", "list_methods", "needs_hooks",
 ]

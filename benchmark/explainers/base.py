@@ -21,11 +21,13 @@ from torch import nn
 class MethodInfo:
     name: str
     family: str  # gradient | path | perturbation | cam | baseline
-    citation: str  # key in reports/references.bib
+    citation: str  # key in benchmark/report/assets/references.bib
     description: str
     needs_layer: bool = False
     is_baseline: bool = False
     needs_prior: bool = False  # takes the dataset's mean training mask (``prior=``)
+    uses_hooks: bool = False  # hooks modules' forward/backward passes (not on TorchScript)
+    default: bool = True  # run when the configuration names no methods
 
 
 class Explainer:

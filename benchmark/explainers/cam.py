@@ -21,7 +21,7 @@ class GradCAM(Explainer):
     """
 
     info = MethodInfo(
-        "gradcam", "cam", "selvaraju2017", "gradient-weighted activation map of a layer",
+        "gradcam", "cam", "selvaraju2017gradcam", "gradient-weighted activation map of a layer",
         needs_layer=True,
     )
 

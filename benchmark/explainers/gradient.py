@@ -22,7 +22,7 @@ class Saliency(Explainer):
     """Signed input gradient (Simonyan et al. 2014); Captum's ``abs`` is off so the
     metrics' sign option decides."""
 
-    info = MethodInfo("saliency", "gradient", "simonyan2014", "gradient of the target logit")
+    info = MethodInfo("saliency", "gradient", "simonyan2014deep", "gradient of the target logit")
 
     def _attribute(self, inputs: torch.Tensor, target: int) -> torch.Tensor:
         x = inputs.clone().requires_grad_(True)
@@ -32,7 +32,7 @@ class Saliency(Explainer):
 class InputXGradient(Explainer):
     """Input times gradient (Shrikumar et al. 2016)."""
 
-    info = MethodInfo("input_x_gradient", "gradient", "shrikumar2016", "input x gradient")
+    info = MethodInfo("input_x_gradient", "gradient", "shrikumar2016not", "input x gradient")
 
     def _attribute(self, inputs: torch.Tensor, target: int) -> torch.Tensor:
         x = inputs.clone().requires_grad_(True)
@@ -46,7 +46,7 @@ class IntegratedGradients(Explainer):
     """
 
     info = MethodInfo(
-        "integrated_gradients", "path", "sundararajan2017", "path integral of gradients"
+        "integrated_gradients", "path", "sundararajan2017axiomatic", "path integral of gradients"
     )
     defaults: ClassVar[dict[str, Any]] = {"n_steps": 32, "baseline": 0.0}
 
@@ -72,7 +72,9 @@ class SmoothGrad(Explainer):
     (which matters for volumes).
     """
 
-    info = MethodInfo("smoothgrad", "gradient", "smilkov2017", "mean gradient under input noise")
+    info = MethodInfo(
+        "smoothgrad", "gradient", "smilkov2017smoothgrad", "mean gradient under input noise"
+    )
     defaults: ClassVar[dict[str, Any]] = {"n_samples": 16, "noise": 0.15, "seed": 0}
 
     def config(self) -> dict[str, Any]:

@@ -65,7 +65,9 @@ class Occlusion(Explainer):
     partial patch covers the end of an axis the stride does not reach.
     """
 
-    info = MethodInfo("occlusion", "perturbation", "zeiler2014", "logit drop under a sliding patch")
+    info = MethodInfo(
+        "occlusion", "perturbation", "zeiler2014visualizing", "logit drop under a sliding patch"
+    )
     defaults: ClassVar[dict[str, Any]] = {"window": 16, "stride": 8, "baseline": 0.0}
 
     def __init__(self, model: Any, layer: Any = None, **options: Any) -> None:

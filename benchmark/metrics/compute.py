@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -36,6 +37,7 @@ def compute(
     chunk_size: int = 256,
     spacing: Sequence[float] | None = None,
     pointing_tolerance_mm: float = 0.0,
+    stream_length: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Score a batch of saliency maps against references.
 
@@ -65,6 +67,10 @@ def compute(
         Images per kernel call. Batches are padded to a fixed chunk length,
         ``min(chunk_size, next power of two >= N)``, so one shape compiles at most
         ``log2(chunk_size) + 1`` times and results never depend on it.
+    stream_length : int, optional
+        Total images of a stream that arrives in blocks (the pipeline scores cached
+        maps shard by shard): the chunk length is computed from it instead of from N, so
+        every block reuses one compiled kernel. Results do not depend on it.
     spacing : sequence of float, optional
         Voxel size in mm per spatial axis of the reference grid, used by
         ``peak_distance`` and ``pointing_tolerance_mm``; 1.0 each when None.
@@ -104,7 +110,7 @@ def compute(
         return {name: np.zeros(n_images, np.float64) for name in iv.names}
 
     kernel = chunk_kernel(iv.plan)
-    chunk = min(iv.chunk_size, 1 << (n_images - 1).bit_length())
+    chunk = chunk_length(n_images, iv.chunk_size, stream_length)
     out = np.empty((n_images, len(iv.plan.metrics)), np.float64)
     for start in range(0, n_images, chunk):
         stop = min(start + chunk, n_images)
@@ -132,6 +138,43 @@ class _Inputs:
     names: tuple[str, ...]
     columns: dict[str, int]
     chunk_size: int
+
+
+def compute_by_spacing(
+    groups: Sequence[tuple[Sequence[float], np.ndarray]], saliency: np.ndarray,
+    reference: np.ndarray, metrics: Sequence[str], *, roi: np.ndarray | None = None,
+    **options: Any,
+) -> dict[str, np.ndarray]:
+    """:func:`compute` per group of images that share a voxel spacing.
+
+    Parameters
+    ----------
+    groups : sequence of (spacing, positions)
+        Positions (into axis 0 of the arrays) of the images with each spacing, e.g. from
+        :meth:`benchmark.data.Dataset.spacing_groups`; together they cover every image.
+    saliency, reference, metrics, roi, **options
+        As for :func:`compute` (``spacing`` comes from the groups).
+
+    Returns
+    -------
+    dict of str to ndarray, shape (N,), in the order of ``saliency``.
+    """
+    if len(groups) == 1:
+        return compute(saliency, reference, metrics, roi=roi, spacing=groups[0][0], **options)
+    out = {m: np.full(len(saliency), np.nan) for m in dict.fromkeys(metrics)}
+    for spacing, at in groups:
+        vals = compute(saliency[at], reference[at], metrics, spacing=spacing,
+                       roi=None if roi is None else roi[at], **options)
+        for m in out:
+            out[m][at] = vals[m]
+    return out
+
+
+def chunk_length(n_images: int, chunk_size: int, stream_length: int | None = None) -> int:
+    """Images per kernel call: ``min(chunk_size, next power of two >= n)`` with ``n`` the
+    larger of ``n_images`` and ``stream_length``."""
+    n = max(int(n_images), int(stream_length or 0), 1)
+    return min(int(chunk_size), 1 << (n - 1).bit_length())
 
 
 def padded(x: Array, length: int) -> jax.Array:

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmark.metrics.compute import padded
+from benchmark.metrics.compute import chunk_length, padded
 from benchmark.metrics.kernels import count, overlap_scores
 from benchmark.metrics.preprocess import SIGNS, apply_sign, resize_to
 from benchmark.metrics.registry import METRICS
@@ -69,12 +69,13 @@ def compute_curve(
     roi: Array | None = None,
     seed: int = 0,
     chunk_size: int = 256,
+    stream_length: int | None = None,
 ) -> np.ndarray:
     """One fixed-threshold region metric at every tau of a grid.
 
     Parameters
     ----------
-    saliency, reference, roi, sign, chunk_size
+    saliency, reference, roi, sign, chunk_size, stream_length
         As in :func:`benchmark.metrics.compute`; the reference must be binary.
     metric : {"precision", "irrelevant_fraction", "recall", "iou", "dice"}
         A base name, without ``@threshold``.
@@ -108,7 +109,7 @@ def compute_curve(
         return out
     shapes = (tuple(sal.shape[1:]), tuple(ref.shape[1:]))
     kernel = _curve_kernel(*shapes, name)
-    chunk = min(int(chunk_size), 1 << (n_images - 1).bit_length())
+    chunk = chunk_length(n_images, int(chunk_size), stream_length)
     taus_arg, sign_code = jnp.asarray(taus), jnp.int32(SIGNS.index(sign))
     for start in range(0, n_images, chunk):
         stop = min(start + chunk, n_images)

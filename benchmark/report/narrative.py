@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 
+from benchmark.explainers import EXPLAINERS
 from benchmark.report.context import ReportContext, lower_is_better, metric_base, records
 from benchmark.report.escape import fmt_ci, is_missing, md, md_code
 from benchmark.report.tables import headline_frame, image_auroc, not_above_baseline
@@ -18,14 +19,9 @@ from benchmark.report.tables import headline_frame, image_auroc, not_above_basel
 HIGH_AUROC = 0.9  # "classifies well": the JIIM models had 0.94 to 0.98
 
 # Bibliography keys (reports/references.bib) of the methods the report can cite.
-CITATIONS = {
-    "gradcam": "selvaraju2017gradcam",
-    "integrated_gradients": "sundararajan2017axiomatic",
-    "smoothgrad": "smilkov2017smoothgrad",
-    "saliency": "simonyan2014deep",
-    "input_x_gradient": "shrikumar2016not",
-    "occlusion": "zeiler2014visualizing",
-}
+#: Each explainer's citation (key in references.bib), from the registry.
+CITATIONS = {name: cls.info.citation for name, cls in EXPLAINERS.items()
+             if not cls.info.is_baseline}
 #: Where each metric's definition comes from (METRICS.md); keys in references.bib.
 METRIC_CITATIONS = {
     "irrelevant_fraction": "zeng2024inconsistency",

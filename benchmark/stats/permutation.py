@@ -27,6 +27,8 @@ from scipy import stats
 _REL_TOL = 100 * np.finfo(np.float64).eps
 #: Columns per chunk of the Monte Carlo product ``signs @ d`` (bounds memory).
 _CHUNK = 256
+#: Entries of the Monte Carlo sign matrix held at once (16 MB of float64).
+_SIGN_BLOCK = 1 << 21
 
 
 def _exact_signs(n: int) -> np.ndarray:
@@ -55,8 +57,9 @@ def sign_flip_pvalues(
     n_flips : int
         Monte Carlo sign vectors; a column is enumerated exactly when ``2**m <= n_flips``.
     seed : int
-        Seed of the Monte Carlo sign matrix ``(n_flips, n_cases)``, drawn once with
-        :func:`numpy.random.default_rng` and shared by all Monte Carlo columns.
+        Seed of the Monte Carlo sign matrix ``(n_flips, n_cases)``: entry ``-1`` where a
+        uniform from :func:`numpy.random.default_rng` is below 0.5, drawn row-major in
+        blocks and shared by all Monte Carlo columns.
 
     Returns
     -------
@@ -84,11 +87,19 @@ def sign_flip_pvalues(
     mc = np.flatnonzero((m > 0) & ~exact)
     if mc.size:
         rng = np.random.default_rng(seed)
-        signs = 1.0 - 2.0 * rng.integers(0, 2, size=(n_flips, d.shape[0]))
-        for start in range(0, mc.size, _CHUNK):
-            cols = mc[start : start + _CHUNK]
-            hits = _count_extreme(signs @ d[:, cols], observed[cols])
-            p[cols] = (1.0 + hits) / (1.0 + n_flips)
+        hits = np.zeros(mc.size, np.int64)
+        # The sign matrix is drawn in blocks of rows (one uniform per entry, so the
+        # blocks form the same matrix whatever their size): memory stays at _SIGN_BLOCK
+        # entries however many cases there are.
+        rows = max(1, _SIGN_BLOCK // max(d.shape[0], 1))
+        for first in range(0, n_flips, rows):
+            signs = np.where(rng.random((min(rows, n_flips - first), d.shape[0])) < 0.5,
+                             -1.0, 1.0)
+            for start in range(0, mc.size, _CHUNK):
+                cols = mc[start : start + _CHUNK]
+                hits[start : start + _CHUNK] += _count_extreme(signs @ d[:, cols],
+                                                               observed[cols])
+        p[mc] = (1.0 + hits) / (1.0 + n_flips)
     return p
 
 
