@@ -265,3 +265,30 @@ def test_sign_flip_pvalues_do_not_depend_on_the_sign_block(monkeypatch) -> None:
         t = abs(x.sum())
         hits = sum(abs(s @ x) >= t - 100 * np.finfo(float).eps * t for s in signs)
         assert whole[j] == (1 + hits) / 1000
+
+
+@pytest.mark.parametrize("n", [12, 80])
+def test_wilcoxon_pvalues_equal_scipy_column_by_column(n: int) -> None:
+    """Grouped and vectorised for large columns, looped for small ones: each column equals
+    scipy.stats.wilcoxon(zsplit) on its paired cases."""
+    from scipy import stats
+
+    from benchmark.stats.permutation import wilcoxon_pvalues
+
+    rng = np.random.default_rng(n)
+    d = rng.normal(0.1, 1.0, (n, 9))
+    d[:3, 0] = 0.0  # zeros (zsplit)
+    d[:, 1] = 0.0  # no non-zero difference: NaN
+    d[4, 2] = d[5, 2]  # a tie
+    paired = np.ones_like(d, bool)
+    paired[::3, 3] = False  # its own group
+    paired[:, 4] = False
+    paired[:1, 4] = True  # one case: NaN
+    got = wilcoxon_pvalues(d, paired)
+    for j in range(9):
+        x = d[paired[:, j], j]
+        if x.size < 2 or not np.any(x != 0):
+            assert np.isnan(got[j])
+        else:
+            assert got[j] == pytest.approx(stats.wilcoxon(x, zero_method="zsplit").pvalue,
+                                           rel=1e-12, abs=1e-15)

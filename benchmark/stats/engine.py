@@ -62,7 +62,12 @@ def weighted_ratio(weights: np.ndarray, num: np.ndarray, den: np.ndarray) -> np.
 def _ratio_rows(weights_t: np.ndarray, num: np.ndarray, den: np.ndarray) -> np.ndarray:
     """``theta`` laid out as ``(K, R)`` from transposed weights ``(n_cases, R)``."""
     top = num.T @ weights_t
-    bottom = den.T @ weights_t
+    if den.shape[1] > 1 and np.array_equal(den, np.broadcast_to(den[:, :1], den.shape)):
+        # One denominator for every column (case weighting: each case counts 1): one
+        # product instead of K, half the work of the whole bootstrap.
+        bottom = np.broadcast_to(den[:, :1].T @ weights_t, top.shape)
+    else:
+        bottom = den.T @ weights_t
     with np.errstate(divide="ignore", invalid="ignore"):
         out = top / bottom
     out[bottom == 0] = np.nan

@@ -27,6 +27,8 @@ from scipy import stats
 _REL_TOL = 100 * np.finfo(np.float64).eps
 #: Columns per chunk of the Monte Carlo product ``signs @ d`` (bounds memory).
 _CHUNK = 256
+#: Largest n for which scipy's ``wilcoxon(method="auto")`` is exact (scipy 1.9-1.17).
+_WILCOXON_EXACT_MAX = 50
 #: Entries of the Monte Carlo sign matrix held at once (16 MB of float64).
 _SIGN_BLOCK = 1 << 21
 
@@ -117,13 +119,24 @@ def wilcoxon_pvalues(d: np.ndarray, paired: np.ndarray) -> np.ndarray:
         NaN where fewer than two cases are paired or all paired differences are zero.
     """
     p = np.full(d.shape[1], np.nan)
-    for j in range(d.shape[1]):
-        x = d[paired[:, j], j]
-        if x.size < 2 or not np.any(x != 0):
-            continue
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            p[j] = stats.wilcoxon(x, zero_method="zsplit").pvalue
+    usable = [j for j in range(d.shape[1])
+              if paired[:, j].sum() >= 2 and np.any(d[paired[:, j], j] != 0)]
+    # Columns with the same paired cases and more than _WILCOXON_EXACT_MAX of them (scipy's
+    # normal approximation) go through one vectorised call: same p-values, ~100x faster
+    # than a loop. scipy's vectorised exact path is slow, so small columns stay in a loop.
+    groups: dict[bytes, list[int]] = {}
+    for j in usable:
+        groups.setdefault(np.packbits(paired[:, j]).tobytes(), []).append(j)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        for cols in groups.values():
+            rows = paired[:, cols[0]]
+            if rows.sum() > _WILCOXON_EXACT_MAX and len(cols) > 1:
+                p[cols] = stats.wilcoxon(d[rows][:, cols], zero_method="zsplit",
+                                         axis=0).pvalue
+                continue
+            for j in cols:
+                p[j] = stats.wilcoxon(d[rows, j], zero_method="zsplit").pvalue
     return p
 
 
@@ -143,12 +156,12 @@ def rank_biserial(d: np.ndarray, paired: np.ndarray) -> np.ndarray:
         ``d_i``. In ``[-1, 1]``; ``+1`` when every non-zero difference is positive. NaN
         when no paired difference is non-zero.
     """
-    r = np.full(d.shape[1], np.nan)
-    for j in range(d.shape[1]):
-        x = d[paired[:, j], j]
-        x = x[x != 0]
-        if x.size == 0:
-            continue
-        ranks = stats.rankdata(np.abs(x))
-        r[j] = (ranks[x > 0].sum() - ranks[x < 0].sum()) / ranks.sum()
-    return r
+    # Zero and unpaired differences get rank NaN (dropped); the others are ranked per
+    # column in one vectorised call, with average ranks for ties as before.
+    x = np.where(paired & (d != 0), np.abs(d), np.nan)
+    ranks = stats.rankdata(x, axis=0, nan_policy="omit")
+    sign = np.sign(np.where(np.isnan(x), 0.0, d))
+    total = np.nansum(ranks, axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.nansum(ranks * sign, axis=0) / total
+    return np.where(total > 0, r, np.nan)
