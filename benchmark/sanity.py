@@ -1,0 +1,201 @@
+"""Is the map about the model? Cascading model-parameter randomisation (Adebayo et al. 2018).
+
+The layers of a trained model are re-initialised from the output backwards, one more at
+each step, and the maps are computed again. A method whose maps depend on what the model
+learned loses its similarity to the original maps as the cascade proceeds; a method that
+only looks at the image (an edge detector) keeps it. Following Arun et al. (2021), a method
+passes when the similarity at the last step falls below the similarity of maps of random
+pairs of different images from the trained model, the floor of two maps that share
+nothing but the method: the upper end of the final step's case-bootstrap interval must
+be below the floor's estimate.
+
+Similarity is ``ssim`` and ``spearman_abs`` of METRICS.md, with the original map's
+absolute value, min-max normalised per image, as the graded reference.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from benchmark.explainers import EXPLAINERS, get_explainer
+from benchmark.metrics import compute
+from benchmark.stats import summarize
+
+SIMILARITY = ("ssim", "spearman_abs")
+_SPLIT = "sanity"
+
+
+def parameter_layers(model: nn.Module) -> list[str]:
+    """Names of the modules that own parameters, in definition order (input to output)."""
+    return [name for name, m in model.named_modules()
+            if name and any(True for _ in m.parameters(recurse=False))]
+
+
+def randomise(model: nn.Module, layers: list[str], seed: int) -> nn.Module:
+    """A copy of ``model`` whose ``layers`` are re-initialised (``reset_parameters``, or a
+    normal draw with the parameter's own standard deviation where a module has none)."""
+    out = copy.deepcopy(model)
+    modules = dict(out.named_modules())
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for name in layers:
+            m = modules[name]
+            reset = getattr(m, "reset_parameters", None)
+            if callable(reset):
+                reset()
+                continue
+            with torch.no_grad():
+                for p in m.parameters(recurse=False):
+                    p.normal_(0.0, float(p.std()) if p.numel() > 1 else 1.0)
+    return out.eval()
+
+
+def _graded(maps: np.ndarray) -> np.ndarray:
+    """|S| min-max normalised per image into [0, 1] (constant maps give zeros)."""
+    a = np.abs(maps.reshape(len(maps), -1)).astype(np.float64)
+    lo, hi = a.min(axis=1, keepdims=True), a.max(axis=1, keepdims=True)
+    out = np.where(hi > lo, (a - lo) / np.where(hi > lo, hi - lo, 1.0), 0.0)
+    return out.reshape(maps.shape).astype(np.float32)
+
+
+def similarity(original: np.ndarray, maps: np.ndarray) -> dict[str, np.ndarray]:
+    """``ssim`` and ``spearman_abs`` of ``maps`` against ``original`` per image.
+
+    Parameters
+    ----------
+    original, maps : ndarray, shape (N, *spatial)
+        Maps of the same images; ``maps`` may be on a coarser grid (it is resized).
+
+    Returns
+    -------
+    dict of str to ndarray, shape (N,); NaN where a map is constant.
+    """
+    return compute(maps, _graded(original), list(SIMILARITY), sign="abs")
+
+
+def _maps(model: nn.Module, method: str, inputs: torch.Tensor, target: int,
+          layer: str | None, options: dict[str, Any]) -> np.ndarray:
+    needs = EXPLAINERS[method].info.needs_layer
+    module = dict(model.named_modules())[layer] if needs and layer else None
+    explainer = get_explainer(method, model, layer=module, **options)
+    return explainer.attribute(inputs, target=target).numpy()
+
+
+@dataclass(frozen=True)
+class SanityResult:
+    """Result of :func:`cascading_randomisation`.
+
+    Attributes
+    ----------
+    curves : DataFrame
+        ``method, step, layer, metric, estimate, ci_low, ci_high, n_cases``: the mean
+        similarity to the original maps after randomising the last ``step`` layers
+        (``layer``: the one added at that step), case-bootstrap interval.
+    floor : DataFrame
+        ``method, metric, estimate, ci_low, ci_high``: similarity of maps of random pairs
+        of different images, trained model.
+    verdicts : DataFrame
+        ``method, metric, final_high, floor, passed``: passed when the final step's upper
+        interval end is below the floor's estimate.
+    settings : dict
+    """
+
+    curves: pd.DataFrame
+    floor: pd.DataFrame
+    verdicts: pd.DataFrame
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+def cascading_randomisation(
+    model: nn.Module,
+    methods: list[str],
+    inputs: torch.Tensor,
+    case_ids: list[str] | np.ndarray,
+    *,
+    target: int = 0,
+    layer: str | None = None,
+    options: dict[str, dict[str, Any]] | None = None,
+    seed: int = 0,
+    n_boot: int = 2000,
+    level: float = 0.95,
+) -> SanityResult:
+    """Run the cascade for each method on ``inputs``.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The trained model (not modified).
+    methods : list of str
+        Registered method names (:data:`benchmark.explainers.EXPLAINERS`).
+    inputs : Tensor, shape (N, C, *spatial)
+        Network inputs of N >= 2 images.
+    case_ids : sequence of str, length N
+        Case of each image: the bootstrap resamples cases.
+    target : int, default 0
+        Output unit explained.
+    layer : str, optional
+        Target layer name for CAM methods (looked up again in every randomised copy).
+    options : dict, optional
+        ``method -> options`` passed to :func:`~benchmark.explainers.get_explainer`.
+    seed : int, default 0
+        Seed of the re-initialisations, the random pairs and the bootstrap.
+    n_boot, level
+        Case bootstrap (percentile interval, as the similarities are bounded).
+    """
+    options = options or {}
+    case_ids = np.asarray(case_ids).astype(str)
+    n = len(case_ids)
+    if n < 2 or inputs.shape[0] != n:
+        raise ValueError(f"need >= 2 images with one case id each; got {inputs.shape[0]} "
+                         f"images and {n} case ids")
+    layers = parameter_layers(model)
+    cascade = layers[::-1]  # output first
+    rows, floor_rows = [], []
+    rng = np.random.default_rng(seed)
+    shift = rng.integers(1, n)  # a derangement: image i is paired with i + shift
+    partner = (np.arange(n) + shift) % n
+    for method in methods:
+        opts = options.get(method, {})
+        original = _maps(model, method, inputs, target, layer, opts)
+        pair = similarity(original[partner], original)
+        floor_rows.append(_tidy(pair, case_ids, method=method, step=-1, layer="random pairs"))
+        for step in range(1, len(cascade) + 1):
+            randomised = randomise(model, cascade[:step], seed + step)
+            maps = _maps(randomised, method, inputs, target, layer, opts)
+            rows.append(_tidy(similarity(original, maps), case_ids, method=method, step=step,
+                              layer=cascade[step - 1]))
+    boot: dict[str, Any] = dict(n_boot=n_boot, level=level, method="percentile", seed=seed)
+    by = ["split", "method", "step", "layer", "metric"]
+    curves = summarize(pd.concat(rows, ignore_index=True), by=by, **boot)
+    floor = summarize(pd.concat(floor_rows, ignore_index=True), by=by, **boot)
+    curves = curves[["method", "step", "layer", "metric", "estimate", "ci_low", "ci_high",
+                     "n_cases"]]
+    floor = floor[["method", "metric", "estimate", "ci_low", "ci_high"]]
+    last = curves[curves["step"] == len(cascade)].merge(floor, on=["method", "metric"],
+                                                        suffixes=("", "_floor"))
+    verdicts = pd.DataFrame({
+        "method": last["method"], "metric": last["metric"], "final_high": last["ci_high"],
+        "floor": last["estimate_floor"],
+        "passed": (last["ci_high"] < last["estimate_floor"]).to_numpy(),
+    })
+    settings = {"layers": cascade, "seed": seed, "n_boot": n_boot, "level": level,
+                "pair_shift": int(shift), "similarity": list(SIMILARITY)}
+    return SanityResult(curves.reset_index(drop=True), floor.reset_index(drop=True),
+                        verdicts.reset_index(drop=True), settings)
+
+
+def _tidy(values: dict[str, np.ndarray], case_ids: np.ndarray, **cols: Any) -> pd.DataFrame:
+    frames = []
+    for metric, v in values.items():
+        frames.append(pd.DataFrame({
+            "split": _SPLIT, **cols, "metric": metric, "case_id": case_ids,
+            "image_id": np.arange(len(case_ids)), "value": np.asarray(v, dtype=np.float64),
+        }))
+    return pd.concat(frames, ignore_index=True)
