@@ -408,8 +408,10 @@ def validate(
     manifest: Annotated[str | None, typer.Argument(help="Manifest [default: ./data_manifest.yaml].")] = None,
     dataset: Annotated[str | None, Opt(help="Only this dataset.")] = None,
 ) -> None:
-    """Read every image, mask and checkpoint of a manifest without running a model; print
-    cases, images, annotators and label balance per split, and every problem found."""
+    """Check every file and checkpoint of a manifest without a model; list every problem.
+
+    Prints cases, images and label balance per split, annotators, grid and spacing.
+    """
     from rich.markup import escape
 
     from benchmark.manifest import load_manifest
