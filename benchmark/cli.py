@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -204,12 +204,17 @@ def _gate_verdicts(run_dir: Path) -> int:
             continue
         status = 1
         for c in g["failed_cells"]:
-            err.print(f"FAIL {g['gate']} ({g['reference']}): {c['baseline_model']} → "
-                      f"{c['candidate_model']} / {c['method']} on {c['split']}: worse by "
-                      f"{c['worse_by']:.4g} [{c['worse_ci_low']:.4g}, {c['worse_ci_high']:.4g}] "
-                      f"> margin {g['margin']:g}, p_adj {c['p_adj']:.3g}",
-                      markup=False, highlight=False, soft_wrap=True)
+            _print_failure(g["gate"], g["reference"], g["margin"], c)
     return status
+
+
+def _print_failure(gate: str, reference: str, margin: float, cell: Mapping[Any, Any]) -> None:
+    """One stderr line per failing cell of a regression gate."""
+    err.print(f"FAIL {gate} ({reference}): {cell['baseline_model']} → "
+              f"{cell['candidate_model']} / {cell['method']} on {cell['split']}: worse by "
+              f"{cell['worse_by']:.4g} [{cell['worse_ci_low']:.4g}, {cell['worse_ci_high']:.4g}] "
+              f"> margin {margin:g}, p_adj {cell['p_adj']:.3g}",
+              markup=False, highlight=False, soft_wrap=True)
 
 
 def _parse_kwargs(items: list[str]) -> dict[str, Any]:
@@ -363,11 +368,7 @@ def compare(
                       highlight=False, soft_wrap=True)
         out.print(f"regression table: {path}", markup=False, highlight=False, soft_wrap=True)
     for r in verdicts[verdicts["failed"]].to_dict("records"):
-        err.print(f"FAIL {r['gate']} ({r['reference']}): {r['baseline_model']} → "
-                  f"{r['candidate_model']} / {r['method']} on {r['split']}: worse by "
-                  f"{r['worse_by']:.4g} [{r['worse_ci_low']:.4g}, {r['worse_ci_high']:.4g}] "
-                  f"> margin {r['margin']:g}, p_adj {r['p_adj']:.3g}",
-                  markup=False, highlight=False, soft_wrap=True)
+        _print_failure(r["gate"], r["reference"], r["margin"], r)
     if status:
         raise typer.Exit(status)
 

@@ -177,6 +177,11 @@ def _load(
     return LoadedModel(name, module.eval(), sha256, target_layer)
 
 
+def _target_unit(lm: LoadedModel, units: int) -> int:
+    """The configured unit, else 0 for a single output and 1 (the positive class) else."""
+    return lm.target if lm.target is not None else (0 if units == 1 else 1)
+
+
 def check_output(lm: LoadedModel, x: torch.Tensor) -> int:
     """Run ``lm`` on a sample batch, check the output fits a classification task and fix
     ``lm.target``; returns the number of output units.
@@ -211,7 +216,7 @@ def check_output(lm: LoadedModel, x: torch.Tensor) -> int:
                 "it with a dynamic batch dimension (torch.export dynamic_shapes)"
             ) from None
     units = int(out.shape[1])
-    target = lm.target if lm.target is not None else (0 if units == 1 else 1)
+    target = _target_unit(lm, units)
     if not 0 <= target < units:
         raise CheckpointError(
             f"model {lm.name!r}: target unit {target} does not exist; "
@@ -234,7 +239,7 @@ def predict(lm: LoadedModel, x: torch.Tensor) -> torch.Tensor:
     if out.ndim != 2:
         raise CheckpointError(
             f"model {lm.name!r}: output must be (N, classes), got {tuple(out.shape)}")
-    target = lm.target if lm.target is not None else (0 if out.shape[1] == 1 else 1)
+    target = _target_unit(lm, int(out.shape[1]))
     if lm.output == "probabilities":
         return out[:, target].float()
     if out.shape[1] == 1:

@@ -444,12 +444,12 @@ def score_stage(
 
 
 def _evaluated_rows(p: Plan, key: str) -> int:
-    """How many cached images of ``key`` belong to the evaluated splits (one cheap pass
-    over the shards' image ids, so every block pads to one kernel shape)."""
+    """How many cached images of ``key`` belong to the evaluated splits (one pass over the
+    shards' image ids only, so every block pads to one kernel shape)."""
     ds = p.data.dataset
     split = ds.index["split"].to_numpy()
     return sum(int(np.isin(split[ds.positions(ids)], p.splits).sum())
-               for ids, _ in store.iter_maps(p.out, key))
+               for ids in store.iter_map_ids(p.out, key))
 
 
 def _tuning_maps(p: Plan, key: str) -> tuple[np.ndarray, pd.DataFrame, np.ndarray]:

@@ -227,13 +227,27 @@ def iter_maps(root: Path, key: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         with np.load(single, allow_pickle=False) as data:
             yield data["image_ids"], data["maps"]
         return
-    with open(_shard_dir(root, key) / _DONE) as fh:
-        n_shards = int(json.load(fh)["n_shards"])
-    for i in range(n_shards):
+    for i in range(_n_shards(root, key)):
         shard = load_map_shard(root, key, i)
         if shard is None:
             raise BenchError(f"map cache {key}: shard {i} is missing; rerun to recompute it")
         yield shard
+
+
+def iter_map_ids(root: Path, key: str) -> Iterator[np.ndarray]:
+    """The image ids of a complete entry, shard by shard, without reading the maps (an
+    ``.npz`` member is read only when accessed)."""
+    single = Path(root) / MAPS / f"{key}.npz"
+    paths = [single] if single.exists() else [
+        shard_path(root, key, i) for i in range(_n_shards(root, key))]
+    for path in paths:
+        with np.load(path, allow_pickle=False) as data:
+            yield data["image_ids"]
+
+
+def _n_shards(root: Path, key: str) -> int:
+    with open(_shard_dir(root, key) / _DONE) as fh:
+        return int(json.load(fh)["n_shards"])
 
 
 def load_maps(root: Path, key: str) -> tuple[np.ndarray, np.ndarray] | None:
