@@ -312,3 +312,24 @@ def test_docstring_examples_run(module):
 
     result = doctest.testmod(importlib.import_module(f"benchmark.stats.{module}"))
     assert result.failed == 0
+
+
+def test_sort_rows_sets_non_finite_to_nan_and_sorts_them_last():
+    from benchmark.stats.intervals import sort_rows
+
+    rows = np.random.default_rng(0).normal(size=(5, 50))
+    rows[1, 3] = np.inf
+    rows[2, [0, 9]] = -np.inf
+    rows[3, 7] = np.nan
+    expected = np.where(np.isfinite(rows), rows, np.nan)
+    expected.sort(axis=1)
+    ordered, n_finite = sort_rows(rows.copy())
+    np.testing.assert_array_equal(ordered, expected)
+    assert n_finite.tolist() == [50, 49, 48, 49, 50]
+
+
+def test_z0_counts_ties_on_rows_with_non_finite_replicates():
+    reps = np.array([[0.1, 0.2, 0.2, np.nan, 0.5, -np.inf]]).T
+    # finite: 0.1, 0.2, 0.2, 0.5; below 0.2: 1, ties: 2 -> (1 + 1) / 4
+    assert bias_correction(0.2, reps)[0] == pytest.approx(ndtri(0.5))
+    assert bias_correction(np.nan, reps)[0] == -np.inf

@@ -292,3 +292,76 @@ def test_wilcoxon_pvalues_equal_scipy_column_by_column(n: int) -> None:
         else:
             assert got[j] == pytest.approx(stats.wilcoxon(x, zero_method="zsplit").pvalue,
                                            rel=1e-12, abs=1e-15)
+
+
+def per_pair_reference(scores: pd.DataFrame, table: pd.DataFrame, n_boot: int, seed: int,
+                       weighting: str) -> tuple[np.ndarray, np.ndarray]:
+    """The interval of every row computed the direct way: each pair's two arms restricted
+    to its paired cases, ``(C @ num) / (C @ den)`` per arm, their difference, BCa with the
+    difference of the arms' jackknife values (no shared arm columns, no blocks)."""
+    from benchmark.stats.aggregate import cell_case_sums, ratio_jackknife
+    from benchmark.stats.engine import weighted_ratio
+    from benchmark.stats.intervals import interval_from_replicates
+
+    lows, highs = [], []
+    for row in table.itertuples():
+        split_rows = scores[scores.split == row.split]
+        cases = np.sort(split_rows.case_id.unique())
+        counts = draw_counts(cases.size, n_boot, split_seed(seed, row.split))
+        weights = np.vstack([np.ones(cases.size), counts])
+        arms = []
+        for m in (row.a, row.b):
+            cell = select(split_rows, model=row.within, method=m, metric=row.metric)
+            codes = np.searchsorted(cases, cell.case_id.to_numpy())
+            sums, n_valid, _ = cell_case_sums(cell.value.to_numpy(float),
+                                              np.zeros(len(cell), np.int64), 1, codes,
+                                              cases.size)
+            arms.append((sums, n_valid))
+        paired = (arms[0][1] > 0) & (arms[1][1] > 0)
+        terms = [ratio_terms(np.where(paired, s, 0.0), np.where(paired, n, 0.0), weighting)
+                 for s, n in arms]
+        diff = weighted_ratio(weights, *terms[0]) - weighted_ratio(weights, *terms[1])
+        jack = ratio_jackknife(*terms[0]) - ratio_jackknife(*terms[1])
+        low, high, _ = interval_from_replicates(diff[0], diff[1:], jack, 0.95, "bca")
+        lows.append(low[0])
+        highs.append(high[0])
+    return np.array(lows), np.array(highs)
+
+
+@pytest.mark.parametrize("weighting", ["case", "image"])
+def test_intervals_equal_the_per_pair_computation_with_missing_cases(weighting):
+    """compare computes each cell's replicates once and takes differences; a pair that
+    drops cases (missing or NaN in the other arm) gets its own restricted arm. Every
+    interval equals the direct per-pair computation up to the rounding of the products."""
+    scores = make_scores(n_cases=12, seed=2, nan_rate=0.15)
+    rng = np.random.default_rng(2)
+    scores = scores[rng.random(len(scores)) > 0.05].reset_index(drop=True)
+    table = compare(scores, family="methods", n_boot=500, seed=3, weighting=weighting).table
+    assert (table.n_cases < 12).any()  # some pairs lose cases
+    low, high = per_pair_reference(scores, table, 500, 3, weighting)
+    np.testing.assert_allclose(table.ci_low, low, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(table.ci_high, high, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("discrete", [False, True])
+def test_sign_flip_pvalues_from_arms_equal_those_from_differences(discrete):
+    """With ``arms`` the Monte Carlo statistics are differences of per-arm products; ties
+    (discrete values: many sign vectors reach |T| exactly) are recomputed from ``d``, so
+    the p-values are exactly those without ``arms``."""
+    from benchmark.stats.comparisons import _arm_columns
+
+    rng = np.random.default_rng(7)
+    n, k = 60, 6
+    x = rng.normal(0.5, 0.2, (n, k))
+    if discrete:
+        x = np.round(x * 3) / 3  # case means of three binary images: many zero and tied d
+    valid = rng.random((n, k)) > 0.1
+    x = np.where(valid, x, 0.0)
+    ia, ib = map(np.array, zip(*itertools.combinations(range(k), 2), strict=True))
+    paired = valid[:, ia] & valid[:, ib]
+    d = np.where(paired, x[:, ia] - x[:, ib], 0.0)
+    arms = _arm_columns(x, valid, ia, ib, paired)
+    np.testing.assert_array_equal(arms[0][:, arms[1]] - arms[0][:, arms[2]], d)
+    plain = sign_flip_pvalues(d, paired, n_flips=2000, seed=4)
+    fast = sign_flip_pvalues(d, paired, n_flips=2000, seed=4, arms=arms)
+    np.testing.assert_array_equal(fast, plain)

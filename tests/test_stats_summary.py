@@ -187,3 +187,19 @@ def test_invalid_options_raise(scores):
         summarize(scores, by=BY, n_boot=10)
     with pytest.raises(ValueError, match="`weighting` must be one of"):
         summarize(scores, by=BY, weighting="pixel")
+
+
+def test_duplicate_check_from_group_codes_flags_the_rows_duplicated_flags():
+    from benchmark.stats._validation import check_unique_rows, group_rows
+
+    frame = pd.DataFrame({"split": ["a", "a", "b", "a", None, None],
+                          "case_id": [1, 1, 1, 2, 3, 3],
+                          "image_id": [0, 0, 0, 0, np.nan, np.nan]})
+    keys = ["split", "case_id", "image_id"]
+    cell, table = group_rows(frame, ["split"])
+    assert frame.duplicated(subset=keys).sum() == 2
+    with pytest.raises(ValueError, match=r"has 2 duplicated row\(s\).*'case_id': 1"):
+        check_unique_rows(frame, "scores", keys, groups=(["split"], cell, len(table)))
+    unique = frame.drop_duplicates(subset=keys)
+    cell, table = group_rows(unique, ["split"])
+    check_unique_rows(unique, "scores", keys, groups=(["split"], cell, len(table)))

@@ -105,9 +105,46 @@ def check_values(frame: pd.DataFrame, name: str) -> np.ndarray:
     return values
 
 
-def check_unique_rows(frame: pd.DataFrame, name: str, keys: Sequence[str]) -> None:
-    """Raise if two rows of ``frame`` share the same ``keys`` (e.g. an image scored twice)."""
-    dup = frame.duplicated(subset=list(keys))
+def group_rows(frame: pd.DataFrame, by: Sequence[str]) -> tuple[np.ndarray, pd.DataFrame]:
+    """Group number of each row and the sorted table of groups.
+
+    ``frame.groupby(by, sort=True, observed=True, dropna=False)``: returns ``ngroup()`` as
+    int64 and the group keys as a DataFrame (one row per group, in group-number order).
+    """
+    groups = frame.groupby(list(by), sort=True, observed=True, dropna=False)
+    cell = groups.ngroup().to_numpy(dtype=np.int64)
+    return cell, groups.size().index.to_frame(index=False)
+
+
+def check_unique_rows(
+    frame: pd.DataFrame,
+    name: str,
+    keys: Sequence[str],
+    *,
+    groups: tuple[Sequence[str], np.ndarray, int] | None = None,
+) -> None:
+    """Raise if two rows of ``frame`` share the same ``keys`` (e.g. an image scored twice).
+
+    ``groups = (columns, codes, n_groups)``, optional: the group number of each row for
+    the ``columns`` among ``keys`` (:func:`group_rows`), so that only the other key
+    columns are factorized (one int64 key per row instead of ``frame.duplicated``: the
+    same rows are flagged).
+    """
+    dup = None
+    if groups is not None:
+        columns, codes, n_groups = groups
+        key = codes.astype(np.int64)
+        radix = max(n_groups, 1)
+        for col in (k for k in keys if k not in columns):
+            col_codes, uniques = pd.factorize(frame[col], use_na_sentinel=False)
+            radix *= max(len(uniques), 1)
+            if radix >= 2**62:  # the combined key would overflow: the general path
+                break
+            key = key * max(len(uniques), 1) + col_codes
+        else:
+            dup = pd.Series(key, copy=False).duplicated().to_numpy()
+    if dup is None:
+        dup = frame.duplicated(subset=list(keys)).to_numpy()
     if dup.any():
         first = frame.loc[dup, list(keys)].iloc[0].to_dict()
         raise ValueError(

@@ -212,7 +212,7 @@ def bootstrap_ci(
     out = bootstrap_columns(
         num, den, counts, level=iv.level, method=iv.method, keep_replicates=True
     )
-    assert out.replicates is not None
+    assert out.replicates is not None and out.standard_error is not None
     distribution = out.replicates[:, 0].copy()
     distribution.setflags(write=False)
     return BootstrapResult(

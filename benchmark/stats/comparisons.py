@@ -25,11 +25,11 @@ from benchmark.stats._validation import (
     check_seed,
     check_unique_rows,
     check_values,
+    group_rows,
 )
 from benchmark.stats.adjust import ADJUSTMENTS, adjust_pvalues
-from benchmark.stats.aggregate import cell_case_sums, ratio_jackknife, ratio_terms
-from benchmark.stats.engine import CHUNK_ELEMENTS, ColumnIntervals, weighted_ratio
-from benchmark.stats.intervals import BCA, interval_from_sorted, sort_rows, standard_error_sorted
+from benchmark.stats.aggregate import cell_case_sums, ratio_terms
+from benchmark.stats.engine import ColumnIntervals, bootstrap_differences
 from benchmark.stats.permutation import rank_biserial, sign_flip_pvalues, wilcoxon_pvalues
 from benchmark.stats.resample import draw_counts, split_seed
 
@@ -56,6 +56,9 @@ class _CompareInput:
     seed: int
     adjust: str
     n_flips: int
+    #: Cell (group of ``CELL``) of each row and the table of cells, see ``group_rows``.
+    cell: np.ndarray
+    keys: pd.DataFrame
 
 
 def _compare_iv(
@@ -70,12 +73,14 @@ def _compare_iv(
     for col in [*CELL, "case_id"]:
         if frame[col].isna().any():
             raise ValueError(f"`scores['{col}']` must not contain missing values.")
-    check_unique_rows(frame, "scores", [*CELL, "case_id", "image_id"])
+    cell, keys = group_rows(frame, CELL)
+    check_unique_rows(frame, "scores", [*CELL, "case_id", "image_id"],
+                      groups=(CELL, cell, len(keys)))
     return _CompareInput(
         scores=frame, values=values, family=family, n_boot=check_n_boot(n_boot),
         level=check_level(level), method=check_choice(method, "method", METHODS),
         weighting=check_choice(weighting, "weighting", WEIGHTINGS), seed=check_seed(seed),
-        adjust=adjust, n_flips=check_int(n_flips, "n_flips", 1),
+        adjust=adjust, n_flips=check_int(n_flips, "n_flips", 1), cell=cell, keys=keys,
     )
 
 
@@ -103,42 +108,55 @@ def paired_bootstrap(
         ``estimate = theta_a(1) - theta_b(1)``; replicates ``theta_a(C_b) - theta_b(C_b)``
         (paired: both arms on the same row of ``counts``); BCa acceleration from the
         delete-one-case jackknife ``theta_a(1 - e_i) - theta_b(1 - e_i)``, percentile
-        fallback where BCa is undefined.
+        fallback where BCa is undefined. See
+        :func:`~benchmark.stats.engine.bootstrap_differences`, which :func:`compare` calls
+        with each arm once however many pairs it enters.
     """
-    n_cases, k = num_a.shape
-    n_boot = counts.shape[0]
-    weights = np.empty((n_boot + 1, n_cases), dtype=np.float64)
-    weights[0] = 1.0
-    weights[1:] = counts
-    step = max(1, CHUNK_ELEMENTS // (n_boot + 1))
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("est", "lo", "hi", "m", "se", "r")}
-    for start in range(0, k, step):
-        c = slice(start, min(start + step, k))
-        diff = (weighted_ratio(weights, num_a[:, c], den_a[:, c])
-                - weighted_ratio(weights, num_b[:, c], den_b[:, c]))
-        theta = diff[0].copy()
-        if keep_replicates:
-            parts["r"].append(diff[1:].copy())
-        ordered, n_finite = sort_rows(np.ascontiguousarray(diff[1:].T))
-        jack = None
-        if method == BCA:
-            jack = (ratio_jackknife(num_a[:, c], den_a[:, c])
-                    - ratio_jackknife(num_b[:, c], den_b[:, c]))
-        low, high, used = interval_from_sorted(theta, ordered, n_finite, jack, level, method)
-        for name, part in zip(("est", "lo", "hi", "m"), (theta, low, high, used), strict=True):
-            parts[name].append(part)
-        parts["se"].append(standard_error_sorted(ordered, n_finite))
-
-    def cat(name: str, dtype: type = np.float64) -> np.ndarray:
-        return np.concatenate(parts[name]) if parts[name] else np.empty(0, dtype=dtype)
-
-    reps = None
-    if keep_replicates:
-        reps = np.concatenate(parts["r"], axis=1) if parts["r"] else np.empty((n_boot, 0))
-    return ColumnIntervals(
-        estimate=cat("est"), ci_low=cat("lo"), ci_high=cat("hi"), method=cat("m", object),
-        standard_error=cat("se"), replicates=reps,
+    p = num_a.shape[1]
+    return bootstrap_differences(
+        np.hstack([num_a, num_b]), np.hstack([den_a, den_b]), np.arange(p),
+        np.arange(p, 2 * p), counts, level=level, method=method,
+        keep_replicates=keep_replicates,
     )
+
+
+def _arm_columns(
+    x: np.ndarray, valid: np.ndarray, ia: np.ndarray, ib: np.ndarray, paired: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-case arm terms of every pair, each distinct arm once.
+
+    Parameters
+    ----------
+    x : ndarray, shape (n_cases, K)
+        A per-case term of each cell, zero where the cell has no valid value.
+    valid : ndarray of bool, shape (n_cases, K)
+        Cases with a valid value in each cell.
+    ia, ib : ndarray of int, shape (P,)
+        The cells of each pair.
+    paired : ndarray of bool, shape (n_cases, P)
+        ``valid[:, ia] & valid[:, ib]``.
+
+    Returns
+    -------
+    columns : ndarray, shape (n_cases, K + R)
+        ``x``, then ``R`` columns ``where(paired[:, j], x[:, cell], 0)`` for the arms whose
+        restriction to the pair's cases differs from the cell (a case valid in this arm but
+        not in the other).
+    col_a, col_b : ndarray of int, shape (P,)
+        Column of ``columns`` holding ``where(paired[:, j], x[:, ia[j]], 0)`` (and ``ib``).
+    """
+    cols = []
+    extra = [x]
+    k = x.shape[1]
+    for cells in (ia, ib):
+        own = (valid[:, cells] == paired).all(axis=0)
+        col = cells.copy()
+        rest = np.flatnonzero(~own)
+        col[rest] = k + np.arange(rest.size)
+        k += rest.size
+        extra.append(np.where(paired[:, rest], x[:, cells[rest]], 0.0))
+        cols.append(col)
+    return np.hstack(extra), cols[0], cols[1]
 
 
 def _pairs(keys: pd.DataFrame, family: str) -> tuple[np.ndarray, np.ndarray]:
@@ -154,28 +172,33 @@ def _pairs(keys: pd.DataFrame, family: str) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(ia, dtype=np.int64), np.asarray(ib, dtype=np.int64)
 
 
-def _compare_split(iv: _CompareInput, frame: pd.DataFrame, values: np.ndarray,
+def _compare_split(iv: _CompareInput, cells: np.ndarray, rows: np.ndarray,
                    split: Any) -> pd.DataFrame:
-    """All pairs of one split: one count matrix and one sign-flip matrix for all of them."""
+    """All pairs of one split: one count matrix and one sign-flip matrix for all of them.
+
+    ``cells``: the split's cells (rows of ``iv.keys``, ascending); ``rows``: its rows of
+    ``iv.scores``.
+    """
     arm, within = _ARMS[iv.family]
-    groups = frame.groupby(CELL, sort=True, observed=True)
-    keys = groups.size().index.to_frame(index=False)
-    case_codes, cases = pd.factorize(frame["case_id"].to_numpy(), sort=True)
-    sums, n_valid, _ = cell_case_sums(
-        values, groups.ngroup().to_numpy(dtype=np.int64), len(keys), case_codes, len(cases)
-    )
+    keys = iv.keys.iloc[cells].reset_index(drop=True)
+    local = np.searchsorted(cells, iv.cell[rows])
+    case_codes, cases = pd.factorize(iv.scores["case_id"].to_numpy()[rows], sort=True)
+    sums, n_valid, _ = cell_case_sums(iv.values[rows], local, len(keys), case_codes, len(cases))
     num, den = ratio_terms(sums, n_valid, iv.weighting)
     ia, ib = _pairs(keys, iv.family)
-    paired = (n_valid[:, ia] > 0) & (n_valid[:, ib] > 0)
+    valid = n_valid > 0
+    paired = valid[:, ia] & valid[:, ib]
     counts = draw_counts(len(cases), iv.n_boot, split_seed(iv.seed, split))
-    out = paired_bootstrap(
-        np.where(paired, num[:, ia], 0.0), np.where(paired, den[:, ia], 0.0),
-        np.where(paired, num[:, ib], 0.0), np.where(paired, den[:, ib], 0.0),
-        counts, level=iv.level, method=iv.method,
-    )
+    # Each cell's replicates are computed once and shared by all its pairs, unless a pair
+    # drops some of its cases (missing in the other arm): then that arm gets its own column.
+    num_pairs, col_a, col_b = _arm_columns(num, valid, ia, ib, paired)
+    den_pairs = _arm_columns(den, valid, ia, ib, paired)[0]
+    out = bootstrap_differences(num_pairs, den_pairs, col_a, col_b, counts,
+                                level=iv.level, method=iv.method, standard_error=False)
     with np.errstate(divide="ignore", invalid="ignore"):
         means = sums / n_valid
     d = np.where(paired, means[:, ia] - means[:, ib], 0.0)
+    arms = _arm_columns(np.where(valid, means, 0.0), valid, ia, ib, paired)
     flip_seed = split_seed(iv.seed, f"{split}/sign-flips")
     table = pd.DataFrame({
         "family": iv.family,
@@ -187,7 +210,7 @@ def _compare_split(iv: _CompareInput, frame: pd.DataFrame, values: np.ndarray,
         "diff": out.estimate,
         "ci_low": out.ci_low,
         "ci_high": out.ci_high,
-        "p": sign_flip_pvalues(d, paired, n_flips=iv.n_flips, seed=flip_seed),
+        "p": sign_flip_pvalues(d, paired, n_flips=iv.n_flips, seed=flip_seed, arms=arms),
         "within": keys[within].to_numpy()[ia],
         "p_wilcoxon": wilcoxon_pvalues(d, paired),
         "effect_size": rank_biserial(d, paired),
@@ -310,11 +333,13 @@ def compare(
     [{'a': 'gradcam', 'b': 'ig', 'diff': -0.1, 'p': 0.125, 'effect_size': -1.0, 'n_cases': 4}]
     """
     iv = _compare_iv(scores, family, n_boot, level, method, weighting, seed, adjust, n_flips)
-    frame = iv.scores.reset_index(drop=True)
     parts = []
-    for split in sorted(frame["split"].unique()):
-        rows = np.flatnonzero((frame["split"] == split).to_numpy())
-        parts.append(_compare_split(iv, frame.iloc[rows], iv.values[rows], split))
+    split_codes, split_names = pd.factorize(iv.keys["split"], sort=True)
+    row_split = split_codes[iv.cell]
+    for s, split in enumerate(split_names):
+        cells = np.flatnonzero(split_codes == s)
+        rows = np.flatnonzero(row_split == s)
+        parts.append(_compare_split(iv, cells, rows, split))
     if parts:
         table = pd.concat(parts, ignore_index=True)
     else:

@@ -63,10 +63,25 @@ def sort_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     Non-finite entries of ``rows`` are set to NaN and each row is sorted in place; returns
     ``(rows, n_finite)``.
+
+    Notes
+    -----
+    Rows are sorted first: ascending order puts ``-inf`` first and ``+inf`` and NaN last,
+    so a row whose first and last entries are finite is all finite, and only the other
+    rows (rare: a replicate that drew no valid case) need the NaN pass and a second sort.
     """
-    rows[~np.isfinite(rows)] = np.nan
     rows.sort(axis=1)
-    n_finite = np.count_nonzero(~np.isnan(rows), axis=1)
+    k, n = rows.shape
+    n_finite = np.full(k, n, dtype=np.int64)
+    if n == 0:
+        return rows, n_finite
+    bad = np.flatnonzero(~(np.isfinite(rows[:, 0]) & np.isfinite(rows[:, -1])))
+    if bad.size:
+        sub = rows[bad]
+        sub[~np.isfinite(sub)] = np.nan
+        sub.sort(axis=1)
+        rows[bad] = sub
+        n_finite[bad] = np.count_nonzero(~np.isnan(sub), axis=1)
     return rows, n_finite
 
 
@@ -179,9 +194,16 @@ def jackknife_acceleration(jackknife: np.ndarray) -> np.ndarray:
     finite = np.isfinite(jk)
     m = finite.sum(axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        mean = np.where(finite, jk, 0.0).sum(axis=0) / m
-        d = np.where(finite, mean - jk, 0.0)
-        a = (d**3).sum(axis=0) / (6.0 * (d**2).sum(axis=0) ** 1.5)
+        if finite.all():  # the same sums without the masking passes
+            mean = jk.sum(axis=0) / m
+            d = mean - jk
+        else:
+            mean = np.where(finite, jk, 0.0).sum(axis=0) / m
+            d = np.where(finite, mean - jk, 0.0)
+        # d * d * d, not d**3: numpy's power calls libm pow for an exponent of 3 (~50x
+        # slower); the two differ by at most two roundings (~1e-16 relative in ``a``).
+        d2 = d * d
+        a = (d2 * d).sum(axis=0) / (6.0 * d2.sum(axis=0) ** 1.5)
     return a.reshape(shape)
 
 
@@ -209,9 +231,15 @@ def bias_correction(theta_hat: np.ndarray, replicates: np.ndarray) -> np.ndarray
 
 
 def _z0_sorted(theta: np.ndarray, ordered: np.ndarray, n_finite: np.ndarray) -> np.ndarray:
-    t = theta[:, None]
-    below = np.count_nonzero(ordered < t, axis=1)
-    ties = np.count_nonzero(ordered == t, axis=1)
+    # Rows are sorted (NaN last): the counts below and equal to theta are two binary
+    # searches per row rather than two passes over the replicates.
+    below = np.zeros(theta.shape, dtype=np.int64)
+    ties = np.zeros(theta.shape, dtype=np.int64)
+    for k in np.flatnonzero(~np.isnan(theta)):
+        row = ordered[k, : n_finite[k]]
+        lo = row.searchsorted(theta[k], side="left")
+        below[k] = lo
+        ties[k] = row.searchsorted(theta[k], side="right") - lo
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.asarray(ndtri((below + 0.5 * ties) / n_finite))
 

@@ -18,6 +18,7 @@ References
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 
 import numpy as np
 from scipy import stats
@@ -31,6 +32,9 @@ _CHUNK = 256
 _WILCOXON_EXACT_MAX = 50
 #: Entries of the Monte Carlo sign matrix held at once (16 MB of float64).
 _SIGN_BLOCK = 1 << 21
+#: Pairs per chunk of the Monte Carlo statistics from the arms (``_ARM_CHUNK x rows``
+#: doubles stay in cache).
+_ARM_CHUNK = 64
 
 
 def _exact_signs(n: int) -> np.ndarray:
@@ -46,7 +50,12 @@ def _count_extreme(null: np.ndarray, observed: np.ndarray) -> np.ndarray:
 
 
 def sign_flip_pvalues(
-    d: np.ndarray, paired: np.ndarray, *, n_flips: int, seed: int
+    d: np.ndarray,
+    paired: np.ndarray,
+    *,
+    n_flips: int,
+    seed: int,
+    arms: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
     """Two-sided paired sign-flip permutation p-value of each column.
 
@@ -62,6 +71,12 @@ def sign_flip_pvalues(
         Seed of the Monte Carlo sign matrix ``(n_flips, n_cases)``: entry ``-1`` where a
         uniform from :func:`numpy.random.default_rng` is below 0.5, drawn row-major in
         blocks and shared by all Monte Carlo columns.
+    arms : tuple (x, col_a, col_b), optional
+        The arms of the differences when many pairs share an arm: ``x`` of shape
+        ``(n_cases, K)`` (zero outside the pair's cases) and column indices of shape
+        ``(P,)`` with ``where(paired, d, 0) == x[:, col_a] - x[:, col_b]``. The Monte
+        Carlo statistics are then computed per arm (``K`` columns in the product instead
+        of ``P``, see Notes); the p-values are the same.
 
     Returns
     -------
@@ -73,7 +88,14 @@ def sign_flip_pvalues(
     Statistic ``T = |sum_i d_i|`` (equivalently ``|mean d|``) over the paired cases. Exact:
     ``p = #{s in {-1, 1}^m : |sum s_i d_i| >= T} / 2**m`` (the identity is one of the
     ``s``). Monte Carlo: ``p = (1 + #{b : |T*_b| >= T}) / (1 + n_flips)`` [2], the observed
-    sign vector counted once. All differences zero gives ``p = 1``.
+    sign vector counted once. All differences zero gives ``p = 1``. A statistic counts as
+    "as extreme" when ``|T*| >= T (1 - 100 eps)``, so that sign vectors reaching ``T`` up
+    to rounding (ties, e.g. from discrete metrics) are counted.
+
+    With ``arms``, ``T*_b = s_b . x_a - s_b . x_b``. Its rounding error, bounded by
+    ``2 n eps (sum |x_a| + sum |x_b| + sum |d|)``, can exceed the tolerance above, so a
+    statistic that close to the threshold is recomputed as ``s_b . d`` and counted as
+    without ``arms``: the p-values do not depend on ``arms``.
     """
     d = np.where(paired, np.asarray(d, dtype=np.float64), 0.0)
     m = paired.sum(axis=0)
@@ -88,21 +110,75 @@ def sign_flip_pvalues(
         p[j] = _count_extreme(null[:, None], observed[j : j + 1])[0] / signs.shape[0]
     mc = np.flatnonzero((m > 0) & ~exact)
     if mc.size:
-        rng = np.random.default_rng(seed)
-        hits = np.zeros(mc.size, np.int64)
-        # The sign matrix is drawn in blocks of rows (one uniform per entry, so the
-        # blocks form the same matrix whatever their size): memory stays at _SIGN_BLOCK
-        # entries however many cases there are.
-        rows = max(1, _SIGN_BLOCK // max(d.shape[0], 1))
-        for first in range(0, n_flips, rows):
-            signs = np.where(rng.random((min(rows, n_flips - first), d.shape[0])) < 0.5,
-                             -1.0, 1.0)
-            for start in range(0, mc.size, _CHUNK):
-                cols = mc[start : start + _CHUNK]
-                hits[start : start + _CHUNK] += _count_extreme(signs @ d[:, cols],
-                                                               observed[cols])
+        if arms is None:
+            hits = _count_monte_carlo(d, observed, mc, n_flips, seed)
+        else:
+            hits = _count_monte_carlo_arms(d, observed, mc, arms, n_flips, seed)
         p[mc] = (1.0 + hits) / (1.0 + n_flips)
     return p
+
+
+def _sign_blocks(n_cases: int, n_flips: int, seed: int) -> Iterator[np.ndarray]:
+    """The Monte Carlo sign matrix ``(n_flips, n_cases)`` in blocks of rows.
+
+    One uniform per entry, drawn row-major, so the blocks form the same matrix whatever
+    their size: memory stays at ``_SIGN_BLOCK`` entries however many cases there are.
+    """
+    rng = np.random.default_rng(seed)
+    rows = max(1, _SIGN_BLOCK // max(n_cases, 1))
+    for first in range(0, n_flips, rows):
+        yield np.where(rng.random((min(rows, n_flips - first), n_cases)) < 0.5, -1.0, 1.0)
+
+
+def _count_monte_carlo(
+    d: np.ndarray, observed: np.ndarray, mc: np.ndarray, n_flips: int, seed: int
+) -> np.ndarray:
+    """``#{b : |s_b . d_j| >= |T_j|}`` for the columns ``mc``, one product per column."""
+    hits = np.zeros(mc.size, np.int64)
+    for signs in _sign_blocks(d.shape[0], n_flips, seed):
+        for start in range(0, mc.size, _CHUNK):
+            cols = mc[start : start + _CHUNK]
+            hits[start : start + _CHUNK] += _count_extreme(signs @ d[:, cols], observed[cols])
+    return hits
+
+
+def _count_monte_carlo_arms(
+    d: np.ndarray, observed: np.ndarray, mc: np.ndarray,
+    arms: tuple[np.ndarray, np.ndarray, np.ndarray], n_flips: int, seed: int,
+) -> np.ndarray:
+    """:func:`_count_monte_carlo` from the products of the arms, ``s_b . x_k`` once per arm."""
+    x, col_a, col_b = arms
+    used, inv = np.unique(np.concatenate([col_a[mc], col_b[mc]]), return_inverse=True)
+    ia, ib = inv[: mc.size], inv[mc.size :]
+    xu = np.ascontiguousarray(x[:, used].T)
+    obs = np.abs(observed[mc])
+    threshold = obs - _REL_TOL * obs
+    n = d.shape[0]
+    eps = np.finfo(np.float64).eps
+    size = np.abs(xu).sum(axis=1)
+    margin = (2.0 * n * eps * (size[ia] + size[ib] + np.abs(d[:, mc]).sum(axis=0))
+              + 4.0 * eps * obs)
+    sure = (threshold + margin)[:, None]
+    maybe = (threshold - margin)[:, None]
+    hits = np.zeros(mc.size, np.int64)
+    for signs in _sign_blocks(n, n_flips, seed):
+        arm_null = xu @ signs.T  # (arms, rows): s_b . x_k
+        for start in range(0, mc.size, _ARM_CHUNK):
+            stop = min(start + _ARM_CHUNK, mc.size)
+            null = arm_null[ia[start:stop]]
+            null -= arm_null[ib[start:stop]]
+            np.abs(null, out=null)
+            above = np.count_nonzero(null >= sure[start:stop], axis=1)
+            hits[start:stop] += above
+            near = np.count_nonzero(null >= maybe[start:stop], axis=1) - above
+            for j in np.flatnonzero(near):
+                # Too close to call from the arms: recompute s_b . d as without them.
+                rows = np.flatnonzero((null[j] >= maybe[start + j, 0])
+                                      & (null[j] < sure[start + j, 0]))
+                exact = signs[rows] @ d[:, mc[start + j]]
+                col = mc[start + j]
+                hits[start + j] += _count_extreme(exact[:, None], observed[col : col + 1])[0]
+    return hits
 
 
 def wilcoxon_pvalues(d: np.ndarray, paired: np.ndarray) -> np.ndarray:
@@ -119,14 +195,14 @@ def wilcoxon_pvalues(d: np.ndarray, paired: np.ndarray) -> np.ndarray:
         NaN where fewer than two cases are paired or all paired differences are zero.
     """
     p = np.full(d.shape[1], np.nan)
-    usable = [j for j in range(d.shape[1])
-              if paired[:, j].sum() >= 2 and np.any(d[paired[:, j], j] != 0)]
+    usable = np.flatnonzero((paired.sum(axis=0) >= 2) & (paired & (d != 0)).any(axis=0))
+    packed = np.packbits(paired, axis=0)
     # Columns with the same paired cases and more than _WILCOXON_EXACT_MAX of them (scipy's
     # normal approximation) go through one vectorised call: same p-values, ~100x faster
     # than a loop. scipy's vectorised exact path is slow, so small columns stay in a loop.
     groups: dict[bytes, list[int]] = {}
-    for j in usable:
-        groups.setdefault(np.packbits(paired[:, j]).tobytes(), []).append(j)
+    for j in usable.tolist():
+        groups.setdefault(packed[:, j].tobytes(), []).append(j)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         for cols in groups.values():

@@ -19,6 +19,7 @@ from benchmark.stats._validation import (
     check_seed,
     check_unique_rows,
     check_values,
+    group_rows,
 )
 from benchmark.stats.aggregate import cell_case_sums, ratio_terms
 from benchmark.stats.engine import bootstrap_columns
@@ -39,6 +40,9 @@ class _SummaryInput:
     weighting: str
     seed: int
     strata: Any
+    #: Cell (group of ``by``) of each row and the table of cells, see ``group_rows``.
+    cell: np.ndarray
+    keys: pd.DataFrame
 
 
 def _summarize_iv(
@@ -66,7 +70,9 @@ def _summarize_iv(
     values = check_values(frame, "scores")
     if frame["case_id"].isna().any():
         raise ValueError("`scores['case_id']` must not contain missing values.")
-    check_unique_rows(frame, "scores", [*by_list, "case_id", "image_id"])
+    cell, keys = group_rows(frame, by_list)
+    check_unique_rows(frame, "scores", [*by_list, "case_id", "image_id"],
+                      groups=(by_list, cell, len(keys)))
     if strata is not None and not isinstance(strata, (Mapping, pd.Series)):
         raise ValueError(
             "`strata` must be a mapping (dict or pandas Series) from case_id to stratum, "
@@ -82,6 +88,8 @@ def _summarize_iv(
         weighting=check_choice(weighting, "weighting", WEIGHTINGS),
         seed=check_seed(seed),
         strata=strata,
+        cell=cell,
+        keys=keys,
     )
 
 
@@ -172,7 +180,8 @@ def summarize(
     [{'metric': 'iou', 'estimate': 0.567, 'n_cases': 3, 'n_images': 4}]
     """
     iv = _summarize_iv(scores, by, n_boot, level, method, weighting, seed, strata)
-    return _bootstrap_cells(iv, keep_replicates=False)[0][[*iv.by, *RESULT_COLUMNS]]
+    table = _bootstrap_cells(iv, keep_replicates=False, standard_error=False)[0]
+    return table[[*iv.by, *RESULT_COLUMNS]]
 
 
 @dataclass(frozen=True, eq=False)
@@ -235,22 +244,21 @@ def bootstrap(
     ([0.567], (1000, 1))
     """
     iv = _summarize_iv(scores, by, n_boot, level, method, weighting, seed, strata)
-    table, reps = _bootstrap_cells(iv, keep_replicates=keep_replicates)
+    table, reps = _bootstrap_cells(iv, keep_replicates=keep_replicates, standard_error=True)
     return BootstrapTable(table, reps if keep_replicates else None, iv.n_boot, iv.level,
                           iv.method, iv.weighting, iv.seed)
 
 
 def _bootstrap_cells(
-    iv: _SummaryInput, *, keep_replicates: bool
+    iv: _SummaryInput, *, keep_replicates: bool, standard_error: bool
 ) -> tuple[pd.DataFrame, dict[Any, np.ndarray]]:
+    """The table of :func:`bootstrap`; ``standard_error=False`` leaves that column NaN."""
     frame = iv.scores
     if len(frame) == 0:
         empty = {c: frame[c].iloc[:0] for c in iv.by}
         return pd.DataFrame({**empty, **{c: [] for c in (*RESULT_COLUMNS, "standard_error")}}), {}
 
-    groups = frame.groupby(iv.by, sort=True, observed=True, dropna=False)
-    cell = groups.ngroup().to_numpy(dtype=np.int64)
-    keys = groups.size().index.to_frame(index=False)
+    cell, keys = iv.cell, iv.keys
     n_cells = len(keys)
     split_codes, split_names = pd.factorize(keys["split"], use_na_sentinel=False)
     row_split = split_codes[cell]
@@ -276,13 +284,15 @@ def _bootstrap_cells(
             _case_strata(iv.strata, np.asarray(cases), split),
         )
         out = bootstrap_columns(num, den, counts, level=iv.level, method=iv.method,
-                                keep_replicates=keep_replicates)
+                                keep_replicates=keep_replicates,
+                                standard_error=standard_error)
         if out.replicates is not None:
             replicates[split] = out.replicates
         result["estimate"][cells] = out.estimate
         result["ci_low"][cells] = out.ci_low
         result["ci_high"][cells] = out.ci_high
-        result["standard_error"][cells] = out.standard_error
+        if out.standard_error is not None:
+            result["standard_error"][cells] = out.standard_error
         ci_method[cells] = out.method
         counts_out["n_cases"][cells] = np.count_nonzero(n_valid, axis=0)
         counts_out["n_images"][cells] = n_valid.sum(axis=0).astype(np.int64)
