@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # The CPU wheel of torch is pinned here (constraints.txt); pyproject keeps torch>=2.3.
 PIP    := $(BIN)/pip install -c constraints.txt
 
-.PHONY: run test lint typecheck install browser clean
+.PHONY: run test lint typecheck install browser clean perf-env
 
 $(BIN)/bench: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,20 @@ $(BIN)/bench: pyproject.toml constraints.txt
 	touch $(BIN)/bench
 
 install: $(BIN)/bench
+
+# The perf environment (perf/): the project plus the peer libraries it is timed against
+# (Quantus) and the profilers; kept apart so Quantus never becomes a dependency.
+VENV_PERF ?= .venv-perf
+PERF_BIN  := $(VENV_PERF)/bin
+
+$(PERF_BIN)/bench: pyproject.toml constraints.txt perf/requirements.txt
+	$(PYTHON) -m venv $(VENV_PERF)
+	$(PERF_BIN)/pip install --upgrade pip
+	$(PERF_BIN)/pip install -c constraints.txt "torch==2.13.0"
+	$(PERF_BIN)/pip install -c constraints.txt -e . -r perf/requirements.txt
+	touch $(PERF_BIN)/bench
+
+perf-env: $(PERF_BIN)/bench
 
 run: install
 	$(BIN)/bench run $(ARGS)
