@@ -129,32 +129,38 @@ Opt = typer.Option
 @app.command()
 def run(
     config: Annotated[Path | None, Opt("--config", "-c", help="YAML file of run settings.")] = None,
-    manifest: Annotated[str | None, Opt(help="Data manifest [default: ./data_manifest.yaml].")] = None,
-    dataset: Annotated[str | None, Opt(help="Dataset name [default: the manifest's first].")] = None,
-    model: Annotated[list[str] | None, Opt("--model", "-m", help="Model name from the manifest, or a checkpoint path: TorchScript, torch.export .pt2, or a state dict with --factory (repeat) [default: all of the manifest's].")] = None,
-    method: Annotated[list[str] | None, Opt("--method", help="Saliency method (repeat) [default: all]; see `bench methods`.")] = None,
+    manifest: Annotated[str | None, Opt(help="Data manifest \\[default: ./data_manifest.yaml].")] = None,
+    dataset: Annotated[str | None, Opt(help="Dataset name \\[default: the manifest's first].")] = None,
+    model: Annotated[list[str] | None, Opt("--model", "-m", help="Model name from the manifest, or a checkpoint path: TorchScript, torch.export .pt2, or a state dict with --factory (repeat) \\[default: all of the manifest's].")] = None,
+    method: Annotated[list[str] | None, Opt("--method", help="Saliency method (repeat) \\[default: all]; see `bench methods`.")] = None,
     metric: Annotated[list[str] | None, Opt("--metric", help="Metric, e.g. iou@top15 (repeat); see `bench metrics`.")] = None,
     reference: Annotated[list[str] | None, Opt("--reference", help="consensus, union, intersection, annotator:ID, graded (repeat).")] = None,
-    split: Annotated[list[str] | None, Opt("--split", help="Split to evaluate (repeat) [default: test, shifted].")] = None,
-    out_dir: Annotated[str | None, Opt("--out", "-o", help="Run directory [default: runs/<time>-<hash>].")] = None,
-    n_boot: Annotated[int | None, Opt(help="Bootstrap replicates B [default: 10000].")] = None,
-    level: Annotated[float | None, Opt(help="Confidence level [default: 0.95].")] = None,
-    ci_method: Annotated[str | None, Opt(help="bca or percentile [default: bca].")] = None,
-    weighting: Annotated[str | None, Opt(help="case (mean of case means) or image (pooled) [default: case].")] = None,
+    split: Annotated[list[str] | None, Opt("--split", help="Split to evaluate (repeat) \\[default: test, shifted].")] = None,
+    out_dir: Annotated[str | None, Opt("--out", "-o", help="Run directory \\[default: runs/<time>-<hash>].")] = None,
+    n_boot: Annotated[int | None, Opt(help="Bootstrap replicates B \\[default: 10000].")] = None,
+    level: Annotated[float | None, Opt(help="Confidence level \\[default: 0.95].")] = None,
+    ci_method: Annotated[str | None, Opt(help="bca or percentile \\[default: bca].")] = None,
+    weighting: Annotated[str | None, Opt(help="case (mean of case means) or image (pooled) \\[default: case].")] = None,
     stratify: Annotated[bool, Opt(help="Stratify the case bootstrap by label.")] = False,
-    seed: Annotated[int | None, Opt(help="Seed of every random draw [default: 0].")] = None,
-    sign: Annotated[str | None, Opt(help="positive, abs or signed saliency [default: positive].")] = None,
+    seed: Annotated[int | None, Opt(help="Seed of every random draw \\[default: 0].")] = None,
+    sign: Annotated[str | None, Opt(help="positive, abs or signed saliency \\[default: positive].")] = None,
     roi: Annotated[bool, Opt("--roi", help="Restrict every metric to the region of interest (the body mask).")] = False,
-    explain: Annotated[str | None, Opt(help="positive (positive-label images) or all [default: positive].")] = None,
-    batch_size: Annotated[int | None, Opt(help="Images per explainer batch [default: 64].")] = None,
+    explain: Annotated[str | None, Opt(help="positive (positive-label images) or all \\[default: positive].")] = None,
+    batch_size: Annotated[int | None, Opt(help="Images per explainer batch \\[default: 64].")] = None,
     report: Annotated[bool, Opt(help="Render report.html at the end.")] = True,
     engine: Annotated[str | None, Opt(help="Report engine: auto, quarto or pandoc.")] = None,
     factory: Annotated[str | None, Opt(help="package.module:function that builds the module of a state-dict checkpoint.")] = None,
     factory_kwarg: Annotated[list[str] | None, Opt("--factory-kwarg", help="KEY=VALUE keyword argument of the factory (repeat); VALUE is read as YAML (3, 0.5, true, [1, 2], text).")] = None,
-    target_layer: Annotated[str | None, Opt(help="Layer of the CAM methods [default: the manifest's, else the last convolution].")] = None,
-    model_output: Annotated[str | None, Opt(help="What the model returns: logits or probabilities [default: logits].")] = None,
-    target: Annotated[int | None, Opt(help="Output unit explained and scored [default: 0 for one output, else 1].")] = None,
+    target_layer: Annotated[str | None, Opt(help="Layer of the CAM methods \\[default: the manifest's, else the last convolution].")] = None,
+    model_output: Annotated[str | None, Opt(help="What the model returns: logits or probabilities \\[default: logits].")] = None,
+    target: Annotated[int | None, Opt(help="Output unit explained and scored \\[default: 0 for one output, else 1].")] = None,
     trust_checkpoint: Annotated[bool, Opt("--trust-checkpoint", help="Allow a pickled full model (runs code from the file; only for files you trust).")] = False,
+    sanity: Annotated[bool | None, Opt("--sanity/--no-sanity", help="Cascading model-parameter randomisation check of each method \\[default: on].", show_default=False)] = None,
+    faithfulness: Annotated[bool | None, Opt("--faithfulness/--no-faithfulness", help="Deletion/insertion curves of each method and the model's output drop when findings or the outside are deleted \\[default: on].", show_default=False)] = None,
+    check_images: Annotated[int | None, Opt(help="Positive images of the first split used by the sanity and faithfulness checks \\[default: 32].")] = None,
+    faithfulness_baseline: Annotated[str | None, Opt(help="What deleted pixels become in the deletion/insertion curves: mean or blur \\[default: mean].")] = None,
+    faithfulness_output: Annotated[str | None, Opt(help="Model output the curves record: logit or probability \\[default: logit].")] = None,
+    deletion_steps: Annotated[int | None, Opt(help="Steps of each deletion/insertion curve \\[default: 16].")] = None,
     resume: Annotated[Path | None, Opt(help="Continue an interrupted run in RUN_DIR with its own settings; cached maps are reused.")] = None,
     baseline: Annotated[Path | None, Opt(help="A run directory to compare this run with (paired on shared cases); adds a report section.")] = None,
     fail_if_worse: Annotated[list[str] | None, Opt("--fail-if-worse", help="METRIC[:MARGIN] (repeat): exit 1 when this run is significantly worse than --baseline by more than MARGIN.")] = None,
@@ -169,7 +175,9 @@ def run(
         seed=seed, sign=sign, explain=explain, batch_size=batch_size, engine=engine,
         factory=factory, target_layer=target_layer, model_output=model_output, target=target,
         baseline=str(baseline) if baseline is not None else None,
-        fail_if_worse=fail_if_worse or None,
+        fail_if_worse=fail_if_worse or None, sanity=sanity, faithfulness=faithfulness,
+        check_images=check_images, faithfulness_baseline=faithfulness_baseline,
+        faithfulness_output=faithfulness_output, deletion_steps=deletion_steps,
     )
     for flag, value in (("stratify", stratify), ("roi", roi), ("trust_checkpoint", trust_checkpoint)):
         if value:
@@ -288,12 +296,12 @@ def compare(
     baseline: Annotated[Path, typer.Argument(help="The baseline run directory (RUN_A).")],
     candidate: Annotated[Path, typer.Argument(help="The candidate run directory (RUN_B), e.g. a new checkpoint's run.")],
     fail_if_worse: Annotated[list[str] | None, Opt("--fail-if-worse", help="METRIC[:MARGIN] (repeat): exit 1 when the candidate is significantly worse than the baseline by more than MARGIN (metric units, default 0) in any model pair, method and split.")] = None,
-    reference: Annotated[str | None, Opt(help="Reference the gates and the table use [default: the candidate's headline reference].")] = None,
-    out_dir: Annotated[Path | None, Opt("--out", "-o", help="Where to write regression.parquet and regression.json [default: RUN_B].")] = None,
-    n_boot: Annotated[int | None, Opt(help="Bootstrap replicates B [default: the candidate's config].")] = None,
-    seed: Annotated[int | None, Opt(help="Seed [default: the candidate's config].")] = None,
+    reference: Annotated[str | None, Opt(help="Reference the gates and the table use \\[default: the candidate's headline reference].")] = None,
+    out_dir: Annotated[Path | None, Opt("--out", "-o", help="Where to write regression.parquet and regression.json \\[default: RUN_B].")] = None,
+    n_boot: Annotated[int | None, Opt(help="Bootstrap replicates B \\[default: the candidate's config].")] = None,
+    seed: Annotated[int | None, Opt(help="Seed \\[default: the candidate's config].")] = None,
     adjust: Annotated[str, Opt(help="Multiplicity adjustment over each split's cells: holm or bh.")] = "holm",
-    pair: Annotated[list[str] | None, Opt("--pair", help="BASELINE_MODEL=CANDIDATE_MODEL (repeat) [default: same names; or the two runs' only models].")] = None,
+    pair: Annotated[list[str] | None, Opt("--pair", help="BASELINE_MODEL=CANDIDATE_MODEL (repeat) \\[default: same names; or the two runs' only models].")] = None,
     as_json: Annotated[bool, Opt("--json", help="Print settings, gate verdicts and every cell as JSON.")] = False,
 ) -> None:
     """Compare two runs paired on their shared cases; gate CI on a worse candidate."""
@@ -406,7 +414,7 @@ def metrics(
 
 @app.command()
 def validate(
-    manifest: Annotated[str | None, typer.Argument(help="Manifest [default: ./data_manifest.yaml].")] = None,
+    manifest: Annotated[str | None, typer.Argument(help="Manifest \\[default: ./data_manifest.yaml].")] = None,
     dataset: Annotated[str | None, Opt(help="Only this dataset.")] = None,
 ) -> None:
     """Check every file and checkpoint of a manifest without a model; list every problem.
@@ -462,7 +470,7 @@ def _progress_bar(label: str) -> Iterator[Any]:
 
 @demo_app.command("train")
 def demo_train(
-    out_dir: Annotated[Path | None, Opt("--out", help="Where to write the checkpoints [default: the package's demo/checkpoints].")] = None,
+    out_dir: Annotated[Path | None, Opt("--out", help="Where to write the checkpoints \\[default: the package's demo/checkpoints].")] = None,
     epochs: Annotated[int, Opt(help="Training epochs per model.")] = 10,
     seed: Annotated[int, Opt(help="Training seed.")] = 0,
     manifest: Annotated[str | None, Opt(help="Manifest with the phantom entry.")] = None,

@@ -76,6 +76,13 @@ class RunConfig(BaseModel):
     model_output: Literal["logits", "probabilities"] | None = None
     target: Annotated[int, Field(ge=0)] | None = None
     trust_checkpoint: bool = False
+    # Is it the model or the explainer? Checks on a sample of positive images (checks.py):
+    sanity: bool = True  # cascading model-parameter randomisation
+    faithfulness: bool = True  # deletion/insertion curves and region deletion
+    check_images: Annotated[int, Field(ge=2, le=100_000)] = 32
+    faithfulness_baseline: Literal["blur", "mean"] = "mean"
+    faithfulness_output: Literal["probability", "logit"] = "logit"
+    deletion_steps: Annotated[int, Field(ge=2, le=1000)] = 16
     # Regression gate against an earlier run directory (``--baseline``):
     baseline: str | None = None
     fail_if_worse: list[str] = Field(default_factory=list)

@@ -22,14 +22,14 @@ from pydantic import (
     model_validator,
 )
 
-from benchmark.demo.phantom import PhantomSpec, SplitSpec
+from benchmark.demo.phantom import AIR, LUNG, PhantomSpec, SplitSpec
 from benchmark.errors import BenchError
 from benchmark.store import sha256_file
 
 DEMO_CHECKPOINTS = Path(__file__).parent / "demo" / "checkpoints"
 DEFAULT_MANIFEST = "data_manifest.yaml"
 #: Confounder-label correlation of each demo model's training split.
-DEMO_TRAIN_CONFOUNDER = {"clean": 0.5, "partial": 0.8, "shortcut": 0.99}
+DEMO_TRAIN_CONFOUNDER = {"clean": 0.5, "partial": 0.8, "shortcut": 1.0}
 
 
 class ManifestError(BenchError):
@@ -98,12 +98,22 @@ class ModelEntry(_Strict):
         return p if p.is_absolute() else base / p
 
 
+#: What a deleted region becomes in the model-or-explainer check (``region_deletion``): a
+#: value in the images' units, or ``mean`` / ``blur`` of the image.
+RegionFills = dict[Literal["findings", "outside"], float | Literal["mean", "blur"]]
+
+
+_PHANTOM_FILLS: RegionFills = {"findings": LUNG, "outside": AIR}
+
+
 class PhantomDataset(_Strict):
     name: str
     kind: Literal["phantom"]
     description: str = ""
     generator: GeneratorEntry
     models: list[ModelEntry] = Field(default_factory=list)
+    # Deleted findings become aerated lung, the outside of the body becomes air.
+    deletion_fill: RegionFills = Field(default_factory=lambda: _PHANTOM_FILLS.copy())
 
     @property
     def split_names(self) -> list[str]:
@@ -154,6 +164,7 @@ class FilesDataset(_Strict):
         default_factory=lambda: ["negative", "positive"])
     positive_class: str | None = None
     preprocessing: Preprocessing = Field(default_factory=Preprocessing)
+    deletion_fill: RegionFills = Field(default_factory=dict)
     sha256: dict[str, Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]] = Field(
         default_factory=dict)
     models: list[ModelEntry] = Field(default_factory=list)

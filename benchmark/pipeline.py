@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from benchmark import store
+from benchmark.checks import run_checks
 from benchmark.config import ConfigError, RunConfig, make_config
 from benchmark.data.dataset import Dataset
 from benchmark.errors import BenchError
@@ -123,11 +124,18 @@ def _progress() -> Progress:
 
 
 @contextmanager
-def _stage(name: str) -> Iterator[None]:
+def _stage(name: str, timings: dict[str, float] | None = None, quiet: bool = False
+           ) -> Iterator[None]:
+    """Time a stage (into ``timings``, which goes to provenance.json) and log it."""
     t0 = time.perf_counter()
-    console.log(f"[cyan]{name}[/] ...")
+    if not quiet:
+        console.log(f"[cyan]{name}[/] ...")
     yield
-    console.log(f"[cyan]{name}[/] done in {time.perf_counter() - t0:.1f} s")
+    seconds = time.perf_counter() - t0
+    if timings is not None:
+        timings[name] = round(timings.get(name, 0.0) + seconds, 3)
+    if not quiet:
+        console.log(f"[cyan]{name}[/] done in {seconds:.1f} s")
 
 
 def plan(config: Any = None, **overrides: Any) -> Plan:
@@ -505,6 +513,17 @@ def human_stage(p: Plan) -> pd.DataFrame:
                         sign=p.config.sign, seed=p.config.seed, roi=p.config.roi)
 
 
+def checks_stage(p: Plan, loaded: dict[str, LoadedModel], progress: Progress
+                 ) -> dict[str, pd.DataFrame]:
+    """Model or explainer? Sanity and faithfulness tables (empty when both are off)."""
+    cfg = p.config
+    if not (cfg.sanity or cfg.faithfulness):
+        return {}
+    task = progress.add_task("checks", total=len(p.models))
+    return run_checks(p.data, loaded, p.methods, cfg, p.splits[0], p.tune_reference,
+                      lambda k: progress.advance(task, k))
+
+
 def analyse_stage(
     p: Plan, scores: pd.DataFrame, predictions: pd.DataFrame, human: pd.DataFrame,
     curves: pd.DataFrame,
@@ -635,7 +654,8 @@ def _run(p: Plan, started: dt.datetime) -> store.Run:
     store.write_yaml(resolved, p.out / store.CONFIG)
     torch.manual_seed(cfg.seed)
 
-    with _stage("load"):
+    timings: dict[str, float] = {}
+    with _stage("load", timings):
         ds = p.data.load()
         _warn_one_class(ds, p.splits)
         sample = p.data.to_input(ds.images(np.arange(min(2, len(ds.index)))))
@@ -644,18 +664,23 @@ def _run(p: Plan, started: dt.datetime) -> store.Run:
             loaded[name] = p.data.load_model(name)
             check_output(loaded[name], sample)
             _check_hooks(loaded[name], p.methods)
-    with _stage("predict"):
+    with _stage("predict", timings):
         predictions = predict_stage(p, loaded)
         store.write_table(predictions, p.out / store.PREDICTIONS)
     with _progress() as progress:
-        index = explain_stage(p, loaded, progress)
-        scores, thresholds, curves = score_stage(p, index, progress)
-        human = human_stage(p)
+        with _stage("explain", timings, quiet=True):
+            index = explain_stage(p, loaded, progress)
+        with _stage("score", timings, quiet=True):
+            scores, thresholds, curves = score_stage(p, index, progress)
+            human = human_stage(p)
+        with _stage("checks", timings, quiet=True):
+            for name, table in checks_stage(p, loaded, progress).items():
+                store.write_table(table, p.out / name)
     store.write_table(curves, p.out / store.CURVE_POINTS)
     store.write_table(scores, p.out / store.SCORES)
     if len(thresholds):
         store.write_table(thresholds, p.out / store.THRESHOLDS)
-    with _stage("analyse"):
+    with _stage("analyse", timings):
         for name, table in analyse_stage(p, scores, predictions, human, curves).items():
             store.write_table(table, p.out / name)
 
@@ -675,15 +700,18 @@ def _run(p: Plan, started: dt.datetime) -> store.Run:
                     "processor": platform.machine(), "user": getpass.getuser(),
                     "torch_threads": torch.get_num_threads()},
         "metrics": {m: parse_metric(m)[0].definition for m in cfg.metrics},
+        "timings": timings,  # seconds per stage; the report's is added once rendered
     }
     store.write_json(provenance, p.out / store.PROVENANCE)
     run_dir = store.Run.open(p.out)
     if cfg.baseline is not None:
-        with _stage("regression"):
+        with _stage("regression", timings):
             regression_stage(cfg.baseline, run_dir, cfg.fail_if_worse)
     if cfg.report:
-        with _stage("report"):
+        with _stage("report", timings):
             from benchmark.report import build_report
 
             build_report(run_dir, p.data.dataset, engine=cfg.engine)
+        provenance["timings"] = timings
+        store.write_json(provenance, p.out / store.PROVENANCE)
     return run_dir

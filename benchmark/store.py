@@ -67,6 +67,12 @@ MIXED = "mixed.parquet"
 CURVE_POINTS = "curve_points.parquet"
 CURVES = "curves.parquet"
 CORRELATION = "correlation.parquet"
+SANITY = "sanity.parquet"
+SANITY_VERDICTS = "sanity_verdicts.parquet"
+FAITHFULNESS = "faithfulness.parquet"
+FAITHFULNESS_SUMMARY = "faithfulness_summary.parquet"
+REGION_DELETION = "region_deletion.parquet"
+REGION_DELETION_SUMMARY = "region_deletion_summary.parquet"
 REGRESSION = "regression.parquet"
 REGRESSION_JSON = "regression.json"
 REPORT_QMD = "report.qmd"
@@ -338,6 +344,26 @@ class Run:
     def curves(self) -> pd.DataFrame:
         """Threshold curves: median over cases at each threshold, with interval."""
         return self._optional(CURVES)
+
+    @property
+    def sanity(self) -> pd.DataFrame:
+        """Cascading-randomisation curves per model x method, empty when not run."""
+        return self._optional(SANITY)
+
+    @property
+    def sanity_verdicts(self) -> pd.DataFrame:
+        """Randomisation-check verdicts per model x method x similarity."""
+        return self._optional(SANITY_VERDICTS)
+
+    @property
+    def faithfulness_summary(self) -> pd.DataFrame:
+        """Deletion/insertion areas and gains over random order, with intervals."""
+        return self._optional(FAITHFULNESS_SUMMARY)
+
+    @property
+    def region_deletion_summary(self) -> pd.DataFrame:
+        """The model's output drop when findings / outside are deleted, with intervals."""
+        return self._optional(REGION_DELETION_SUMMARY)
 
     @property
     def regression(self) -> pd.DataFrame:

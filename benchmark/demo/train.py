@@ -91,6 +91,9 @@ def _write_text(path: Path, text: str) -> None:
 
 def _saver(state: dict[str, torch.Tensor]) -> Callable[[Path], None]:
     def save(tmp: Path) -> None:
-        torch.save(state, tmp)
+        # A file object, not the path: torch names the archive's root folder after the
+        # file, and the temporary name would change the bytes (and the sha256) every time.
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
 
     return save

@@ -20,6 +20,7 @@ from benchmark.errors import BenchError
 from benchmark.report import (
     agreement,
     comparisons,
+    diagnosis,
     figures,
     gallery,
     narrative,
@@ -47,6 +48,7 @@ SECTIONS = (
 # (anchor, heading, after): sections drawn only when the run has their table, placed
 # after the section ``after``; :func:`sections` lists those of one run.
 OPTIONAL_SECTIONS = (
+    (diagnosis.ANCHOR, diagnosis.TITLE, "sec-agreement"),
     (regression.ANCHOR, regression.TITLE, "sec-comparisons"),
 )
 # Must not equal any id pandoc derives from a heading ("### Forest plot" -> "forest-plot"),
@@ -115,7 +117,8 @@ def front_matter(ctx: ReportContext) -> str:
 def sections(run: Run) -> list[tuple[str, str]]:
     """``(anchor, heading)`` of every section of ``run``'s report, in document order:
     :data:`SECTIONS` plus the optional sections whose table the run has."""
-    present = {regression.ANCHOR: regression.has_regression(run)}
+    present = {regression.ANCHOR: regression.has_regression(run),
+               diagnosis.ANCHOR: diagnosis.has_diagnosis(run)}
     out = list(SECTIONS)
     for anchor, title, after in OPTIONAL_SECTIONS:
         if present[anchor]:
@@ -193,14 +196,8 @@ def _agreement(ctx: ReportContext, run: Run) -> str:
     )
 
 
-def _figure(fig: Any, div_id: str) -> str:
-    return raw_html_block(f'<div class="report-figure">{figures.figure_html(fig, div_id)}</div>')
-
-
-def _quarto_figure(label: str, block: str, caption: str) -> str:
-    """A Quarto cross-referenceable figure: a ``fig-`` div whose last paragraph is the
-    caption (pandoc keeps it as a div with that id)."""
-    return f"::: {{#{label}}}\n\n{block}\n{caption}\n\n:::\n\n"
+_figure = figures.figure_block
+_quarto_figure = figures.quarto_figure
 
 
 def _more_agreement(ctx: ReportContext, run: Run) -> str:
@@ -382,6 +379,7 @@ def build_document(run: Run, dataset: Dataset | None, ctx: ReportContext) -> str
         _summary(ctx, run, classification),
         _classification(ctx, run, dataset, classification),
         _agreement(ctx, run),
+        diagnosis.diagnosis_section(ctx, run),  # "" unless the run has the checks' tables
         _comparisons(ctx, run),
         regression.regression_section(ctx, run),  # "" unless the run has regression.parquet
         _gallery(ctx, run, dataset),

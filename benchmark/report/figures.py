@@ -15,7 +15,7 @@ import plotly.offline
 from plotly.subplots import make_subplots
 
 from benchmark.report.context import ReportContext, lower_is_better, records
-from benchmark.report.escape import fmt_ci, html_text, is_missing
+from benchmark.report.escape import fmt_ci, html_text, is_missing, raw_html_block
 from benchmark.report.tables import headline_frame
 
 # Okabe-Ito: distinguishable with the common colour-vision deficiencies; splits are few.
@@ -45,6 +45,17 @@ def figure_html(fig: go.Figure, div_id: str) -> str:
             default_height=f"{fig.layout.height or 450}px",
         )
     )
+
+
+def figure_block(fig: go.Figure, div_id: str) -> str:
+    """``fig`` as a raw HTML block of the report (pandoc and Quarto pass it through)."""
+    return raw_html_block(f'<div class="report-figure">{figure_html(fig, div_id)}</div>')
+
+
+def quarto_figure(label: str, block: str, caption: str) -> str:
+    """A Quarto cross-referenceable figure: a ``fig-`` div whose last paragraph is the
+    caption (pandoc keeps it as a div with that id)."""
+    return f"::: {{#{label}}}\n\n{block}\n{caption}\n\n:::\n\n"
 
 
 def forest_hover_key(model: str, method: str) -> str:

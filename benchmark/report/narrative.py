@@ -13,6 +13,7 @@ import pandas as pd
 
 from benchmark.explainers import EXPLAINERS
 from benchmark.report.context import ReportContext, lower_is_better, metric_base, records
+from benchmark.report.diagnosis import RULE
 from benchmark.report.escape import fmt_ci, is_missing, md, md_code
 from benchmark.report.tables import headline_frame, image_auroc, not_above_baseline
 
@@ -304,7 +305,39 @@ def methods_paragraph(ctx: ReportContext) -> str:
         "the per-case mean probability and the per-case mean metric, with a percentile "
         "case-bootstrap interval on the same draws."
     )
+    checks = _checks_paragraph(cfg)
+    if checks:
+        paragraphs.append(checks)
     return "\n\n".join(paragraphs) + "\n"
+
+
+def _checks_paragraph(cfg: dict[str, Any]) -> str:
+    """How the model-or-explainer checks were run, and the rule that reads them."""
+    if not (cfg.get("sanity") or cfg.get("faithfulness")):
+        return ""
+    n = md(cfg.get("check_images", "unrecorded"))
+    parts = [f"Model or explainer? On a seeded sample of at most {n} positive images of "
+             "the first evaluated split"]
+    if cfg.get("sanity"):
+        parts.append(
+            "; cascading model-parameter randomisation [@adebayo2018]: the layers that "
+            "hold parameters are re-initialised from the output backwards, one more at each "
+            "step, the maps recomputed, and their similarity (SSIM and |Spearman|) to the "
+            "original maps recorded; a method passes when the upper end of the last step's "
+            "percentile case-bootstrap interval lies below the similarity of maps of random "
+            "pairs of different images [@arun2021assessing]")
+    if cfg.get("faithfulness"):
+        parts.append(
+            f"; deletion and insertion curves [@petsiuk2018rise] in "
+            f"{md(cfg.get('deletion_steps', 16))} steps, pixels in the map's order (ties "
+            "in a seeded random order) against a random order, removed pixels taken from "
+            f"the image's {md(cfg.get('faithfulness_baseline', 'mean'))} "
+            f"(output: {md(cfg.get('faithfulness_output', 'logit'))}, which unlike the "
+            "probability does not saturate for confident models); and the model's output "
+            "drop when the annotated findings, or everything outside the region of "
+            "interest, are replaced by the dataset's `deletion_fill`")
+    return "".join(parts) + ". " + RULE
+
 
 
 def _cited_metrics(metrics: list[str]) -> str:
