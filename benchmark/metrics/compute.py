@@ -16,12 +16,13 @@ from benchmark.metrics.plan import Plan, Region, chunk_kernel
 from benchmark.metrics.preprocess import SIGNS
 from benchmark.metrics.registry import ThresholdSpec, parse_metric
 from benchmark.metrics.similarity import SSIM_WIN, ssim_fits
-from benchmark.metrics.threshold import tiebreak_keys, topk_count
+from benchmark.metrics.threshold import tiebreak_ranks, topk_count
 from benchmark.metrics.validate import (
     Array,
     check_options,
     check_reference,
     standard_arrays,
+    standard_maps,
     standard_spacing,
 )
 
@@ -127,11 +128,11 @@ class _Inputs:
 
     saliency: jax.Array  # (N, *spatial_s) float32
     reference: jax.Array  # (N, *spatial) float32
-    roi: jax.Array  # (N, *spatial) bool
+    roi: jax.Array | np.ndarray  # (N, *spatial) bool, or (N, 1) unused without a roi
     hit: np.ndarray  # (N, P) bool hit regions of the pointing game, or (N, 1) unused
     ks: np.ndarray  # (N, n_top) int32, top-K sizes per image
     taus: jax.Array  # (n_fixed,) float32
-    keys: jax.Array  # (P,) uint32
+    keys: jax.Array  # (P,) int32 tie-break ranks, or (1,) unused
     sign_code: jax.Array  # int32 scalar, SIGNS.index(sign)
     spacing: jax.Array  # (D,) float32, mm per spatial axis
     plan: Plan
@@ -212,7 +213,12 @@ def _compute_iv(
             )
     check_options(sign, seed, chunk_size)
     tolerance = _check_tolerance(pointing_tolerance_mm)
-    sal, ref, roi_arr = standard_arrays(saliency, reference, roi)
+    # Without a roi, Ω is every pixel: no all-True array is built, read or sent.
+    if roi is None:
+        sal, ref = standard_maps(saliency, reference)
+        roi_arr: jax.Array | None = None
+    else:
+        sal, ref, roi_arr = standard_arrays(saliency, reference, roi)
     spatial = tuple(int(d) for d in ref.shape[1:])
     mm = standard_spacing(spacing, len(spatial))
     check_reference(ref, names, [spec for spec, _ in parsed])
@@ -242,13 +248,16 @@ def _compute_iv(
         entries.append((spec.name, list(regions).index(thr)))
 
     n_images, n_pixels = sal.shape[0], math.prod(spatial)
-    n_omega = np.asarray(jnp.sum(roi_arr.reshape(-1, n_pixels), axis=1, dtype=jnp.int32))
+    if roi_arr is None:
+        n_omega = np.full(n_images, n_pixels, np.int64)
+    else:
+        n_omega = np.asarray(jnp.sum(roi_arr.reshape(-1, n_pixels), axis=1, dtype=jnp.int32))
     ks = np.array([[topk_count(p, int(n)) for p in percents] for n in n_omega], np.int32)
     # The hit regions only exist when they differ from G: tolerance 0 keeps the plan
     # (and the compiled kernel) of a call without the option.
     with_hits = tolerance > 0 and "pointing_game" in [name for name, _ in entries]
     if with_hits:
-        g = np.asarray((ref > 0.5) & roi_arr)
+        g = np.asarray(ref > 0.5 if roi_arr is None else (ref > 0.5) & roi_arr)
         hit = tolerance_hits(g, mm, tolerance).reshape(n_images, n_pixels)
     else:
         hit = np.zeros((n_images, 1), bool)
@@ -258,12 +267,13 @@ def _compute_iv(
         metrics=tuple(entries),
         regions=tuple(regions.values()),
         pointing_tolerance=with_hits,
+        has_roi=roi_arr is not None,
     )
-    keys = tiebreak_keys(int(seed), n_pixels) if plan.needs_ranks else np.zeros(1, np.uint32)
+    keys = tiebreak_ranks(int(seed), n_pixels) if plan.needs_ranks else np.zeros(1, np.int32)
     return _Inputs(
         saliency=sal,
         reference=ref,
-        roi=roi_arr,
+        roi=np.zeros((n_images, 1), bool) if roi_arr is None else roi_arr,
         hit=hit,
         ks=ks.reshape(n_images, len(percents)),
         taus=jnp.asarray(np.array(taus, np.float32)),

@@ -106,14 +106,14 @@ def mass_accuracy(s: jax.Array, g: jax.Array, roi: jax.Array) -> jax.Array:
     return jnp.where(count(g) > 0, _ratio(inside, total), NAN)
 
 
-def rank_accuracy(ranks: jax.Array, g: jax.Array) -> jax.Array:
+def rank_accuracy(top_g: jax.Array, g: jax.Array) -> jax.Array:
     """|top-K(S) ∩ G| / K with K = |G| and the top-K rule of :mod:`.threshold`.
 
-    ``ranks`` comes from :func:`~benchmark.metrics.threshold.topk_ranks`; pixels outside
-    Ω rank after all of Ω and K <= |Ω|, so the top K are inside Ω. NaN when G is empty.
+    ``top_g`` is the top-|G| region, :func:`~benchmark.metrics.threshold.topk_region`
+    with ``k = |G|`` (G ⊆ Ω, so K <= |Ω| and the region lies in Ω). NaN when G is empty.
     """
     n_g = count(g)
-    return _ratio(count(g & (ranks < n_g)), n_g)
+    return _ratio(count(g & top_g), n_g)
 
 
 def auroc(s: jax.Array, g: jax.Array, roi: jax.Array, ranking: Ranking | None = None) -> jax.Array:

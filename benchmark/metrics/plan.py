@@ -18,7 +18,7 @@ import jax.numpy as jnp
 
 from benchmark.metrics import distance, graded, kernels, ranking, similarity
 from benchmark.metrics.preprocess import apply_sign, resize_to
-from benchmark.metrics.threshold import minmax_normalise, otsu_threshold
+from benchmark.metrics.threshold import minmax_normalise, otsu_threshold, topk_region
 
 # Metric name -> kernel for the metrics that take no threshold.
 _BINARY = {
@@ -59,6 +59,9 @@ class Plan:
     pointing_tolerance : bool, default False
         Whether the pointing game reads a hit region H (tolerance > 0) from the ``hit``
         argument instead of using G.
+    has_roi : bool, default True
+        Whether Ω comes from the ``roi`` argument; False means every pixel (``roi`` is
+        then a dummy ``(C, 1)`` array and is not read).
     """
 
     saliency_shape: tuple[int, ...]
@@ -66,18 +69,23 @@ class Plan:
     metrics: tuple[tuple[str, int], ...]
     regions: tuple[Region, ...]
     pointing_tolerance: bool = False
+    has_roi: bool = True
 
     @property
     def needs_ranks(self) -> bool:
-        """Whether any metric uses the top-K ranking (and so the jitter keys)."""
+        """Whether any metric selects a top-K region (and so reads the tie-break ranks)."""
         return any(r.kind == "top" for r in self.regions) or any(
             m == "rank_accuracy" for m, _ in self.metrics
         )
 
     @property
     def needs_sort(self) -> bool:
-        """Whether any metric reads the shared sort of S (:func:`.ranking.descending`)."""
-        return self.needs_ranks or any(m in _SORTED or m == "spearman" for m, _ in self.metrics)
+        """Whether any metric reads the shared sort of S (:func:`.ranking.descending`).
+
+        Top-K regions and ``rank_accuracy`` do not: they select by bisection
+        (:func:`.threshold.topk_region`), which is much cheaper than a sort on CPU.
+        """
+        return any(m in _SORTED or m == "spearman" for m, _ in self.metrics)
 
 
 def _score_image(
@@ -96,18 +104,14 @@ def _score_image(
     s_raw = resize_to(saliency, plan.reference_shape).ravel()
     s = apply_sign(s_raw, sign_code)
     ref = reference.ravel()
-    omega = roi.ravel()
+    omega = roi.ravel() if plan.has_roi else jnp.ones(ref.size, bool)
     g = (ref > 0.5) & omega  # binary metrics only; validated to be 0/1 then
 
     s_norm = minmax_normalise(s, omega) if any(r.kind != "top" for r in plan.regions) else None
-    # One sort of S serves top-K, rank_accuracy, auroc, auprc and spearman; it carries
-    # the jitter tie-break only when top-K ranks are read (keys is a dummy otherwise).
-    shared = (
-        ranking.descending(s, omega, keys if plan.needs_ranks else None)
-        if plan.needs_sort
-        else None
-    )
-    ranks = shared.ranks if shared is not None and plan.needs_ranks else None
+    # One sort of S serves auroc, auprc and spearman. Top-K regions and rank_accuracy
+    # select their pixels by bisection instead (``keys`` holds the tie-break ranks of
+    # :func:`.threshold.tiebreak_ranks` then, a dummy otherwise).
+    shared = ranking.descending(s, omega) if plan.needs_sort else None
     w_ranks: list[jax.Array] = []
 
     def ranks_of_w() -> jax.Array:
@@ -121,8 +125,7 @@ def _score_image(
         if i not in overlaps:
             region = plan.regions[i]
             if region.kind == "top":
-                assert ranks is not None
-                a = ranks < ks[region.slot]
+                a = topk_region(s, omega, ks[region.slot], keys)
             else:
                 assert s_norm is not None
                 tau = taus[region.slot] if region.kind == "fixed" else otsu_threshold(s_norm, omega)
@@ -135,8 +138,8 @@ def _score_image(
         if region_index >= 0:
             out.append(overlap(region_index)[name])
         elif name == "rank_accuracy":
-            assert ranks is not None
-            out.append(kernels.rank_accuracy(ranks, g))
+            top_g = topk_region(s, omega, kernels.count(g), keys)
+            out.append(kernels.rank_accuracy(top_g, g))
         elif name == "pointing_game":
             h = hit if plan.pointing_tolerance else None
             out.append(kernels.pointing_game(s, g, omega, h))
@@ -169,12 +172,14 @@ def chunk_kernel(plan: Plan) -> Callable[..., jax.Array]:
     callable
         ``f(saliency, reference, roi, hit, ks, taus, keys, sign_code, spacing) -> (C, M)``
         float32, with saliency ``(C, *saliency_shape)`` float32, reference
-        ``(C, *reference_shape)`` float32, roi the same shape bool, hit ``(C, P)`` bool
+        ``(C, *reference_shape)`` float32, roi the same shape bool (``(C, 1)``, unused,
+        unless ``plan.has_roi``), hit ``(C, P)`` bool
         when ``plan.pointing_tolerance`` (else ``(C, 1)``, unused), ks ``(C, n_top)``
         int32, and, shared by all images, taus ``(n_fixed,)`` float32, keys ``(P,)``
-        uint32, sign_code an int32 scalar (see :func:`.preprocess.apply_sign`) and
-        spacing ``(D,)`` float32 (mm per axis; traced, so a new spacing does not
-        recompile).
+        int32 (the tie-break ranks of :func:`.threshold.tiebreak_ranks` when
+        ``plan.needs_ranks``, else a dummy ``(1,)``), sign_code an int32 scalar (see
+        :func:`.preprocess.apply_sign`) and spacing ``(D,)`` float32 (mm per axis;
+        traced, so a new spacing does not recompile).
     """
 
     def per_image(sal: jax.Array, ref: jax.Array, roi: jax.Array, hit: jax.Array,

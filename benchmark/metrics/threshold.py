@@ -27,11 +27,12 @@ top-K the jitter decides.
 from __future__ import annotations
 
 import math
-from functools import partial
+from functools import lru_cache, partial
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from benchmark.metrics.ranking import descending
 
@@ -81,6 +82,137 @@ def tiebreak_keys(seed: int, size: int) -> np.ndarray:
         (equal keys: the smaller flat index ranks higher).
     """
     return np.asarray(_tiebreak_keys(jnp.uint32(seed), size))
+
+
+@lru_cache(maxsize=8)
+def _tiebreak_ranks(seed: int, size: int) -> np.ndarray:
+    order = np.argsort(tiebreak_keys(seed, size), kind="stable")  # key, then flat index
+    ranks = np.empty(size, np.int32)
+    ranks[order] = np.arange(size, dtype=np.int32)
+    ranks.flags.writeable = False
+    return ranks
+
+
+def tiebreak_ranks(seed: int, size: int) -> np.ndarray:
+    """Position of every pixel in the tie-break order of the top-K rule.
+
+    Parameters
+    ----------
+    seed, size : int
+        As for :func:`tiebreak_keys`.
+
+    Returns
+    -------
+    numpy.ndarray, shape (P,), int32, read-only
+        A permutation of ``0 .. P - 1``: pixels sorted by jitter key ascending, then by
+        flat index ascending. Among pixels of equal saliency, the smaller rank wins; the
+        ranks are the 64-bit (key, index) order squeezed into one int32.
+    """
+    return _tiebreak_ranks(int(seed), int(size))
+
+
+def order_keys(s: jax.Array, roi: jax.Array) -> jax.Array:
+    """uint32 keys whose unsigned order is the order of ``s`` over Ω; 0 outside Ω.
+
+    -0.0 and 0.0 get the same key (they compare equal); every finite value of Ω gets a
+    key >= 0x00800000 (the key of -max float32), so pixels outside Ω sort strictly last.
+    """
+    s = jnp.where(s == 0, jnp.float32(0.0), s)  # -0.0 -> +0.0
+    bits = lax.bitcast_convert_type(s, jnp.uint32)
+    negative = (bits >> 31) == 1
+    key = jnp.where(negative, ~bits, bits | jnp.uint32(0x80000000))
+    return jnp.where(roi, key, jnp.uint32(0))
+
+
+def _count(mask: jax.Array) -> jax.Array:
+    # A float32 sum of 0/1 is exact below 2**24 pixels and vectorises better than int32
+    # on XLA:CPU; larger grids count in int32.
+    if mask.shape[0] <= 2**24:
+        return jnp.sum(mask, dtype=jnp.float32).astype(jnp.int32)
+    return jnp.sum(mask, dtype=jnp.int32)
+
+
+def kth_largest_key(u: jax.Array, k: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The k-th largest of ``u`` by bisection on its bits, without a sort.
+
+    Parameters
+    ----------
+    u : jax.Array, shape (P,), uint32
+    k : jax.Array, scalar int32, 1 <= k <= P
+
+    Returns
+    -------
+    t : jax.Array, scalar uint32
+        The largest value with ``#{u >= t} >= k`` (the k-th largest key), or a value with
+        ``#{u >= t} == k`` exactly found on the way (the loop stops early there).
+    exact : jax.Array, scalar bool
+        Whether ``#{u >= t} == k``, i.e. the region ``u >= t`` needs no tie-break.
+    """
+
+    def cond(state: tuple[jax.Array, jax.Array, jax.Array]) -> jax.Array:
+        _, bit, exact = state
+        return (bit >= 0) & ~exact
+
+    def body(
+        state: tuple[jax.Array, jax.Array, jax.Array],
+    ) -> tuple[jax.Array, jax.Array, jax.Array]:
+        t, bit, _ = state
+        cand = t | (jnp.uint32(1) << bit.astype(jnp.uint32))
+        c = _count(u >= cand)
+        return jnp.where(c >= k, cand, t), bit - 1, c == k
+
+    t, _, exact = lax.while_loop(cond, body, (jnp.uint32(0), jnp.int32(31), jnp.bool_(False)))
+    return t, exact
+
+
+def topk_region(s: jax.Array, roi: jax.Array, k: jax.Array, tb_ranks: jax.Array) -> jax.Array:
+    """The top-k region of the top-K rule, found by selection (no sort).
+
+    Parameters
+    ----------
+    s : jax.Array, shape (P,), float32
+        Sign-transformed saliency (finite).
+    roi : jax.Array, shape (P,), bool
+    k : jax.Array, scalar int32
+        Region size, 0 <= k <= |Ω| (:func:`topk_count`).
+    tb_ranks : jax.Array, shape (P,), int32
+        From :func:`tiebreak_ranks`.
+
+    Returns
+    -------
+    jax.Array, shape (P,), bool
+        Exactly ``(topk_ranks(s, roi, keys) < k) & roi``: the pixels above the k-th
+        largest value, plus, among the pixels equal to it, those first in tie-break order.
+
+    Notes
+    -----
+    Two bisections of integer counts: the k-th largest value (:func:`kth_largest_key`,
+    at most 32 passes over the map), then, only when its tie group is larger than the
+    places left, the cut-off tie-break rank among that group (at most
+    ``bit_length(P - 1)`` passes).
+    """
+    u = order_keys(s, roi)
+    k = jnp.maximum(k, 0).astype(jnp.int32)
+    t, exact = kth_largest_key(u, jnp.maximum(k, 1))
+    above = u > t
+    tied = (u == t) & roi
+    places = k - _count(above)  # >= 1 unless exact (then == |tied|)
+    need = ~exact & (_count(tied) > places)
+    # Largest r with #{tied, tb_rank < r} < places: r is the tb_rank of the last winner.
+    n_bits = max(int(s.shape[0] - 1).bit_length(), 1)
+
+    def cond(state: tuple[jax.Array, jax.Array]) -> jax.Array:
+        return (state[1] >= 0) & need
+
+    def body(state: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
+        r, bit = state
+        cand = r | (jnp.int32(1) << bit)
+        c = _count(tied & (tb_ranks < cand))
+        return jnp.where(c < places, cand, r), bit - 1
+
+    r, _ = lax.while_loop(cond, body, (jnp.int32(0), jnp.int32(n_bits - 1)))
+    winners = tied & jnp.where(need, tb_ranks <= r, True)
+    return (above | winners) & roi & (k > 0)
 
 
 def minmax_normalise(s: jax.Array, roi: jax.Array) -> jax.Array:
