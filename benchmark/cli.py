@@ -157,7 +157,7 @@ def run(
     trust_checkpoint: Annotated[bool, Opt("--trust-checkpoint", help="Allow a pickled full model (runs code from the file; only for files you trust).")] = False,
     sanity: Annotated[bool | None, Opt("--sanity/--no-sanity", help="Cascading model-parameter randomisation check of each method \\[default: on].", show_default=False)] = None,
     faithfulness: Annotated[bool | None, Opt("--faithfulness/--no-faithfulness", help="Deletion/insertion curves of each method and the model's output drop when findings or the outside are deleted \\[default: on].", show_default=False)] = None,
-    check_images: Annotated[int | None, Opt(help="Positive images of the first split used by the sanity and faithfulness checks \\[default: 32].")] = None,
+    check_images: Annotated[int | None, Opt(help="Positive images of the first split used by the sanity and faithfulness checks \\[default: 16].")] = None,
     faithfulness_baseline: Annotated[str | None, Opt(help="What deleted pixels become in the deletion/insertion curves: mean or blur \\[default: mean].")] = None,
     faithfulness_output: Annotated[str | None, Opt(help="Model output the curves record: logit or probability \\[default: logit].")] = None,
     deletion_steps: Annotated[int | None, Opt(help="Steps of each deletion/insertion curve \\[default: 16].")] = None,

@@ -79,7 +79,7 @@ class RunConfig(BaseModel):
     # Is it the model or the explainer? Checks on a sample of positive images (checks.py):
     sanity: bool = True  # cascading model-parameter randomisation
     faithfulness: bool = True  # deletion/insertion curves and region deletion
-    check_images: Annotated[int, Field(ge=2, le=100_000)] = 32
+    check_images: Annotated[int, Field(ge=2, le=100_000)] = 16
     faithfulness_baseline: Literal["blur", "mean"] = "mean"
     faithfulness_output: Literal["probability", "logit"] = "logit"
     deletion_steps: Annotated[int, Field(ge=2, le=1000)] = 16
