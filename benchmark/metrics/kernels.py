@@ -14,7 +14,17 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from benchmark.metrics.ranking import Ranking, counts_above, descending, to_pixels
+from benchmark.metrics.ranking import (
+    KeyOrder,
+    Ranking,
+    ascending,
+    counts_above,
+    counts_below,
+    group_start,
+    scatter_to_pixels,
+    to_pixels,
+)
+from benchmark.metrics.threshold import order_keys
 
 NAN = jnp.float32(jnp.nan)
 
@@ -116,11 +126,16 @@ def rank_accuracy(top_g: jax.Array, g: jax.Array) -> jax.Array:
     return _ratio(count(g & top_g), n_g)
 
 
-def auroc(s: jax.Array, g: jax.Array, roi: jax.Array, ranking: Ranking | None = None) -> jax.Array:
+def auroc(
+    s: jax.Array, g: jax.Array, roi: jax.Array, ranking: Ranking | KeyOrder | None = None
+) -> jax.Array:
     """P(S_g > S_b) + ½ P(S_g = S_b) for g ∈ G, b ∈ Ω \\ G, exact with ties.
 
-    ``ranking`` is :func:`~benchmark.metrics.ranking.descending` of ``(s, roi)`` when the
-    caller shares one sort between metrics; None sorts here.
+    ``ranking`` is the caller's shared ordering of ``(s, roi)``: a
+    :func:`~benchmark.metrics.ranking.descending` :class:`Ranking` (when Spearman needs
+    one anyway) or an :func:`~benchmark.metrics.ranking.ascending` :class:`KeyOrder` of
+    :func:`~benchmark.metrics.threshold.order_keys`; None builds a :class:`KeyOrder` here.
+    Both give the same integer counts, hence bit-identical results.
 
     Notes
     -----
@@ -130,20 +145,28 @@ def auroc(s: jax.Array, g: jax.Array, roi: jax.Array, ranking: Ranking | None = 
     summing, so no float32 sum grows past n1.
     NaN when G is empty or G = Ω.
     """
-    r = descending(s, roi) if ranking is None else ranking
     b = roi & ~g
     n1, n0 = count(g), count(b)
-    at_least, above = counts_above(r, b)
-    below = n0 - at_least  # #{b: S_b < S}
-    below_or_equal = n0 - above  # #{b: S_b <= S}
-    twice = (below + below_or_equal).astype(jnp.float32)  # 2 #{<} + #{=}
     den = 2.0 * jnp.maximum(n0, 1).astype(jnp.float32)
-    share = jnp.where(g, twice / den, 0.0)
+    if isinstance(ranking, Ranking):
+        at_least, above = counts_above(ranking, b)
+        below = n0 - at_least  # #{b: S_b < S}
+        below_or_equal = n0 - above  # #{b: S_b <= S}
+        twice = (below + below_or_equal).astype(jnp.float32)  # 2 #{<} + #{=}
+        ratio = twice / den
+    else:
+        a = ascending(order_keys(s, roi)) if ranking is None else ranking
+        below, below_or_equal = counts_below(a, b)
+        # Elementwise float32 arithmetic on the same integers, then back to pixel order.
+        ratio = scatter_to_pixels(a, (below + below_or_equal).astype(jnp.float32) / den)
+    share = jnp.where(g, ratio, 0.0)
     auc = tree_sum(share) / jnp.maximum(n1, 1).astype(jnp.float32)
     return jnp.where((n1 > 0) & (n0 > 0), auc, NAN)
 
 
-def auprc(s: jax.Array, g: jax.Array, roi: jax.Array, ranking: Ranking | None = None) -> jax.Array:
+def auprc(
+    s: jax.Array, g: jax.Array, roi: jax.Array, ranking: Ranking | KeyOrder | None = None
+) -> jax.Array:
     """Average precision of S ranking G over Ω (tied scores form one threshold).
 
     ``ranking`` as in :func:`auroc`.
@@ -153,14 +176,23 @@ def auprc(s: jax.Array, g: jax.Array, roi: jax.Array, ranking: Ranking | None = 
     ``AP = Σ_t (R_t - R_{t-1}) P_t`` over the distinct values t of S (the
     scikit-learn definition) equals ``mean_{g ∈ G} TP(S_g) / PP(S_g)`` with
     ``TP(v) = #{g ∈ G: S_g >= v}`` and ``PP(v) = #{p ∈ Ω: S_p >= v}``, which is what is
-    computed here from the tie groups of the sorted map (PP is one past the last
-    position of the pixel's tie group). NaN when G is empty or G = Ω.
+    computed here from the tie groups of the sorted map (descending: PP is one past the
+    last position of the pixel's tie group; ascending: P minus its first position, the
+    pixels outside Ω sorting first). NaN when G is empty or G = Ω.
     """
-    r = descending(s, roi) if ranking is None else ranking
     n1, n = count(g), count(roi)
-    tp, _ = counts_above(r, g)
-    pp = to_pixels(r, r.last + 1)
-    prec = jnp.where(g, tp.astype(jnp.float32) / jnp.maximum(pp, 1).astype(jnp.float32), 0.0)
+    if isinstance(ranking, Ranking):
+        tp, _ = counts_above(ranking, g)
+        pp = to_pixels(ranking, ranking.last + 1)
+        ratio = tp.astype(jnp.float32) / jnp.maximum(pp, 1).astype(jnp.float32)
+    else:
+        a = ascending(order_keys(s, roi)) if ranking is None else ranking
+        g_below, _ = counts_below(a, g)
+        tp = n1 - g_below  # #{g: S_g >= S}
+        pp = s.shape[0] - group_start(a)  # #{p in Ω: S_p >= S}
+        ratio = tp.astype(jnp.float32) / jnp.maximum(pp, 1).astype(jnp.float32)
+        ratio = scatter_to_pixels(a, ratio)
+    prec = jnp.where(g, ratio, 0.0)
     ap = tree_sum(prec) / jnp.maximum(n1, 1).astype(jnp.float32)
     return jnp.where((n1 > 0) & (n1 < n), ap, NAN)
 

@@ -18,14 +18,21 @@ import jax.numpy as jnp
 
 from benchmark.metrics import distance, graded, kernels, ranking, similarity
 from benchmark.metrics.preprocess import apply_sign, resize_to
-from benchmark.metrics.threshold import minmax_normalise, otsu_threshold, topk_region
+from benchmark.metrics.threshold import (
+    minmax_normalise,
+    order_keys,
+    otsu_threshold,
+    topk_region,
+)
 
 # Metric name -> kernel for the metrics that take no threshold.
 _BINARY = {
     "mass_accuracy": kernels.mass_accuracy,
     "nss": kernels.nss,
 }
-# Metrics read from the one shared sort of S (:mod:`.ranking`).
+# Metrics read from the one shared ordering of S (:mod:`.ranking`): the variadic sort of
+# :func:`.ranking.descending` when Spearman needs it, else the cheaper radix-sorted
+# :func:`.ranking.ascending` order keys (same counts, bit-identical scores).
 _SORTED = {"auroc": kernels.auroc, "auprc": kernels.auprc}
 _GRADED = {
     "weighted_mass": graded.weighted_mass,
@@ -80,12 +87,19 @@ class Plan:
 
     @property
     def needs_sort(self) -> bool:
-        """Whether any metric reads the shared sort of S (:func:`.ranking.descending`).
+        """Whether any metric reads the shared variadic sort of S (:func:`.ranking.descending`).
 
-        Top-K regions and ``rank_accuracy`` do not: they select by bisection
-        (:func:`.threshold.topk_region`), which is much cheaper than a sort on CPU.
+        Only Spearman's average ranks need it (``auroc`` and ``auprc`` then share it).
+        Without Spearman, ``auroc`` and ``auprc`` share the cheaper
+        :func:`.ranking.ascending`; top-K regions and ``rank_accuracy`` select by
+        bisection (:func:`.threshold.topk_region`). Both are much cheaper on CPU.
         """
-        return any(m in _SORTED or m == "spearman" for m, _ in self.metrics)
+        return any(m == "spearman" for m, _ in self.metrics)
+
+    @property
+    def needs_key_order(self) -> bool:
+        """Whether ``auroc`` or ``auprc`` read :func:`.ranking.ascending` (no Spearman)."""
+        return not self.needs_sort and any(m in _SORTED for m, _ in self.metrics)
 
 
 def _score_image(
@@ -108,10 +122,15 @@ def _score_image(
     g = (ref > 0.5) & omega  # binary metrics only; validated to be 0/1 then
 
     s_norm = minmax_normalise(s, omega) if any(r.kind != "top" for r in plan.regions) else None
-    # One sort of S serves auroc, auprc and spearman. Top-K regions and rank_accuracy
-    # select their pixels by bisection instead (``keys`` holds the tie-break ranks of
-    # :func:`.threshold.tiebreak_ranks` then, a dummy otherwise).
-    shared = ranking.descending(s, omega) if plan.needs_sort else None
+    # One ordering of S serves auroc, auprc and spearman: the variadic sort when spearman
+    # needs average ranks, else the radix-sorted order keys. Top-K regions and
+    # rank_accuracy select their pixels by bisection instead (``keys`` holds the
+    # tie-break ranks of :func:`.threshold.tiebreak_ranks` then, a dummy otherwise).
+    shared: ranking.Ranking | ranking.KeyOrder | None = None
+    if plan.needs_sort:
+        shared = ranking.descending(s, omega)
+    elif plan.needs_key_order:
+        shared = ranking.ascending(order_keys(s, omega))
     w_ranks: list[jax.Array] = []
 
     def ranks_of_w() -> jax.Array:
@@ -148,7 +167,7 @@ def _score_image(
         elif name in _SORTED:
             out.append(_SORTED[name](s, g, omega, shared))
         elif name == "spearman":
-            assert shared is not None
+            assert isinstance(shared, ranking.Ranking)
             s_ranks = ranking.average_ranks(shared)
             out.append(graded.spearman(s, ref, omega, s_ranks, ranks_of_w()))
         elif name == "spearman_abs":
