@@ -26,6 +26,7 @@ from torch import nn
 
 from benchmark.explainers import EXPLAINERS, get_explainer
 from benchmark.metrics import compute
+from benchmark.metrics.similarity import ssim_fits
 from benchmark.stats import summarize
 
 SIMILARITY = ("ssim", "spearman_abs")
@@ -75,9 +76,11 @@ def similarity(original: np.ndarray, maps: np.ndarray) -> dict[str, np.ndarray]:
 
     Returns
     -------
-    dict of str to ndarray, shape (N,); NaN where a map is constant.
+    dict of str to ndarray, shape (N,); NaN where a map is constant. ``ssim`` is left
+    out on grids with an axis shorter than its window (a coarse CAM of a small volume).
     """
-    return compute(maps, _graded(original), list(SIMILARITY), sign="abs")
+    names = [m for m in SIMILARITY if m != "ssim" or ssim_fits(tuple(original.shape[1:]))]
+    return compute(maps, _graded(original), names, sign="abs")
 
 
 def _maps(model: nn.Module, method: str, inputs: torch.Tensor, target: int,

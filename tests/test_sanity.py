@@ -68,3 +68,13 @@ def test_edge_detector_fails_and_gradients_pass(demo, monkeypatch) -> None:
     assert (edges["estimate"] > 0.999).all()  # the edges never change
     sal = res.curves[(res.curves.method == "saliency") & (res.curves.metric == "spearman_abs")]
     assert sal.sort_values("step")["estimate"].iloc[-1] < sal["estimate"].max()
+
+
+def test_ssim_is_left_out_on_grids_smaller_than_its_window() -> None:
+    rng = np.random.default_rng(1)
+    maps = rng.random((3, 2, 4, 4)).astype(np.float32)  # a coarse CAM of a small volume
+    sim = similarity(maps, maps[::-1].copy())
+    assert set(sim) == {"spearman_abs"}
+    assert set(similarity(maps[:, 0].repeat(2, 1).repeat(2, 2)[:, :8, :8],
+                          maps[:, 1].repeat(2, 1).repeat(2, 2)[:, :8, :8])) == {
+        "ssim", "spearman_abs"}
