@@ -13,7 +13,7 @@ from plotly.subplots import make_subplots
 
 from benchmark.report.context import ReportContext, lower_is_better, records
 from benchmark.report.escape import fmt_ci, html_text, md, pipe_table
-from benchmark.report.figures import SPLIT_COLOURS, forest_figure
+from benchmark.report.figures import SPLIT_COLOURS, forest_frame, forest_parts
 
 MODEL_COLOURS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9"]
 BASELINE_COLOUR = "#888888"
@@ -38,29 +38,34 @@ def forest_all_figure(
     views = metric_views(ctx, summary)
     if not views:
         return None
-    figs = [forest_figure(dataclasses.replace(ctx, headline_reference=ref,
+    parts = [forest_parts(dataclasses.replace(ctx, headline_reference=ref,
                                               headline_metric=metric), summary, human)
-            for ref, metric in views]
-    out = go.Figure(layout=figs[0].layout)
+             for ref, metric in views]
+    # One validated frame (the first view's panels and axes); the views' traces and
+    # shapes are plain dicts, validated once with it.
+    frame = forest_frame(dataclasses.replace(ctx, headline_reference=views[0][0],
+                                             headline_metric=views[0][1]))
+    frame.update_layout(shapes=parts[0][1])
+    data: list[dict[str, Any]] = []
     spans: list[tuple[int, int]] = []
-    for i, fig in enumerate(figs):
-        start = len(out.data)
-        for trace in fig.data:
-            trace.visible = i == 0
-            out.add_trace(trace)
-        spans.append((start, len(out.data)))
+    for i, (traces, _) in enumerate(parts):
+        start = len(data)
+        data += [{**trace, "visible": i == 0} for trace in traces]
+        spans.append((start, len(data)))
+    x_axes = [k for k in frame.layout if k.startswith("xaxis")]
     buttons = []
-    for i, ((ref, metric), fig) in enumerate(zip(views, figs, strict=True)):
-        visible = [spans[i][0] <= k < spans[i][1] for k in range(len(out.data))]
+    for i, ((ref, metric), (_, shapes)) in enumerate(zip(views, parts, strict=True)):
+        visible = [spans[i][0] <= k < spans[i][1] for k in range(len(data))]
         direction = "lower is better" if lower_is_better(metric) else "higher is better"
-        layout: dict[str, Any] = {"shapes": fig.layout.shapes}
-        for axis in [k for k in fig.layout if k.startswith("xaxis")]:
+        layout: dict[str, Any] = {"shapes": shapes}
+        for axis in x_axes:
             layout[f"{axis}.title.text"] = (
                 f"{html_text(metric)} vs {html_text(ref)} ({direction})")
         buttons.append({"label": f"{html_text(metric)} · {html_text(ref)}",
                         "method": "update", "args": [{"visible": visible}, layout]})
     top, bottom = 150, 50
-    height = max((figs[0].layout.height or 450) + 60, top + bottom + 200)
+    height = max((frame.layout.height or 450) + 60, top + bottom + 200)
+    out = go.Figure(data=data, layout=frame.layout)
     out.update_layout(
         # The menu sits in the top margin, above the legend (paper y beyond 1).
         updatemenus=[{"buttons": buttons, "direction": "down", "x": 0, "xanchor": "left",

@@ -88,14 +88,19 @@ def forest_figure(
     the primary split) is a green vertical band: its interval, with a line at its
     estimate.
     """
-    frame = headline_frame(ctx, summary)
+    traces, shapes = forest_parts(ctx, summary, human)
+    fig = forest_frame(ctx)
+    fig.update_layout(shapes=shapes)
+    fig.add_traces(traces)
+    return fig
+
+
+def forest_frame(ctx: ReportContext) -> go.Figure:
+    """The forest plot without data: panels, axes (titled for the headline metric),
+    size and template. One validated figure; :func:`forest_parts` gives the rest."""
     methods = ctx.methods
     n_methods = max(len(methods), 1)
-    ypos = {m: n_methods - 1 - i for i, m in enumerate(methods)}  # first method on top
-    n_splits = max(len(ctx.splits), 1)
-    dodge = {s: (i - (n_splits - 1) / 2) * min(0.5 / n_splits, 0.18) for i, s in
-             enumerate(ctx.splits)}
-
+    ypos = _ypos(methods)
     fig = make_subplots(
         rows=1,
         cols=max(len(ctx.models), 1),
@@ -103,31 +108,8 @@ def forest_figure(
         horizontal_spacing=0.03,
         subplot_titles=[html_text(m) for m in ctx.models],
     )
-    for col, model in enumerate(ctx.models, start=1):
-        for k, split in enumerate(ctx.splits):
-            sub = frame[(frame["model"] == model) & (frame["split"] == split)]
-            recs = [r for r in records(sub) if str(r["method"]) in ypos]
-            recs.sort(key=lambda r: methods.index(str(r["method"])))
-            if not recs:
-                continue
-            fig.add_trace(
-                _split_trace(ctx, model, split, recs, ypos, dodge[split], k, col == 1),
-                row=1,
-                col=col,
-            )
-    _baseline_bands(fig, ctx, ypos)
-    _human_band(fig, ctx, human_band(ctx, human))
-    # Legend entry explaining the open marker (no data, so nothing is drawn).
-    fig.add_trace(
-        go.Scatter(
-            x=[None], y=[None], mode="markers", name="null baseline (open marker)",
-            marker={"symbol": "diamond-open", "size": 10, "color": "#555"},
-            hoverinfo="skip",
-        )
-    )
-    direction = "lower is better" if lower_is_better(ctx.headline_metric) else "higher is better"
     fig.update_xaxes(
-        title_text=f"{html_text(ctx.headline_metric)} ({direction})",
+        title_text=forest_axis_title(ctx.headline_metric),
         zeroline=False, showgrid=True, gridcolor="#e6e6e6",
         matches="x",  # one scale for all models, so panels compare at a glance
     )
@@ -150,6 +132,60 @@ def forest_figure(
     return fig
 
 
+def forest_axis_title(metric: str) -> str:
+    direction = "lower is better" if lower_is_better(metric) else "higher is better"
+    return f"{html_text(metric)} ({direction})"
+
+
+def _ypos(methods: list[str]) -> dict[str, int]:
+    n_methods = max(len(methods), 1)
+    return {m: n_methods - 1 - i for i, m in enumerate(methods)}  # first method on top
+
+
+# Traces and shapes are plain dicts (plotly's JSON): building validated graph objects
+# one property at a time cost ~0.5 s per forest plot, and the report draws one per
+# metric view. They are validated once, by the figure they go into.
+def forest_parts(
+    ctx: ReportContext, summary: pd.DataFrame, human: pd.DataFrame | None = None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The traces and the layout shapes of :func:`forest_figure`, as plotly dicts."""
+    frame = headline_frame(ctx, summary)
+    methods = ctx.methods
+    ypos = _ypos(methods)
+    n_splits = max(len(ctx.splits), 1)
+    dodge = {s: (i - (n_splits - 1) / 2) * min(0.5 / n_splits, 0.18) for i, s in
+             enumerate(ctx.splits)}
+    order = {m: i for i, m in enumerate(methods)}
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in records(frame):
+        groups.setdefault((str(r["model"]), str(r["split"])), []).append(r)
+    traces: list[dict[str, Any]] = []
+    axes = _panel_axes(max(len(ctx.models), 1))
+    for col, model in enumerate(ctx.models, start=1):
+        for k, split in enumerate(ctx.splits):
+            recs = [r for r in groups.get((model, split), []) if str(r["method"]) in ypos]
+            recs.sort(key=lambda r: order[str(r["method"])])
+            if not recs:
+                continue
+            trace = _split_trace(ctx, model, split, recs, ypos, dodge[split], k, col == 1)
+            trace["xaxis"], trace["yaxis"] = axes[col - 1]
+            traces.append(trace)
+    shapes = _baseline_bands(ctx, ypos)
+    band = human_band(ctx, human)
+    if band is not None:
+        band_shapes, band_trace = _human_band(ctx, band)
+        shapes += band_shapes
+        traces.append(band_trace)
+    # Legend entry explaining the open marker (no data, so nothing is drawn).
+    traces.append({
+        "type": "scatter", "x": [None], "y": [None], "mode": "markers",
+        "name": "null baseline (open marker)",
+        "marker": {"symbol": "diamond-open", "size": 10, "color": "#555"},
+        "hoverinfo": "skip",
+    })
+    return traces, shapes
+
+
 def _split_trace(
     ctx: ReportContext,
     model: str,
@@ -159,7 +195,7 @@ def _split_trace(
     offset: float,
     colour_index: int,
     show_legend: bool,
-) -> go.Scatter:
+) -> dict[str, Any]:
     colour = SPLIT_COLOURS[colour_index % len(SPLIT_COLOURS)]
     est = [None if is_missing(r["estimate"]) else round(float(r["estimate"]), 4) for r in recs]
     plus = [_whisker(r["ci_high"], r["estimate"]) for r in recs]
@@ -173,20 +209,21 @@ def _split_trace(
         f"{_n(r.get('n_images'))} images"
         for r in recs
     ]
-    return go.Scatter(
-        x=est,
-        y=[ypos[str(r["method"])] + offset for r in recs],
-        mode="markers",
-        name=html_text(split),
-        legendgroup=html_text(split),
-        showlegend=show_legend,
-        marker={"color": colour, "size": 9, "symbol": symbols, "line": {"width": 1.5,
-                                                                       "color": colour}},
-        error_x={"type": "data", "symmetric": False, "array": plus, "arrayminus": minus,
-                 "color": colour, "thickness": 1.5, "width": 3},
-        hovertext=hover,
-        hoverinfo="text",
-    )
+    return {
+        "type": "scatter",
+        "x": est,
+        "y": [ypos[str(r["method"])] + offset for r in recs],
+        "mode": "markers",
+        "name": html_text(split),
+        "legendgroup": html_text(split),
+        "showlegend": show_legend,
+        "marker": {"color": colour, "size": 9, "symbol": symbols,
+                   "line": {"width": 1.5, "color": colour}},
+        "error_x": {"type": "data", "symmetric": False, "array": plus, "arrayminus": minus,
+                    "color": colour, "thickness": 1.5, "width": 3},
+        "hovertext": hover,
+        "hoverinfo": "text",
+    }
 
 
 def _panel_axes(n_panels: int) -> list[tuple[str, str]]:
@@ -197,20 +234,19 @@ def _panel_axes(n_panels: int) -> list[tuple[str, str]]:
 
 # Shapes are written as plain dicts for every panel at once: plotly's add_hrect(row="all")
 # validates each shape against the whole figure and costs ~50 ms per call.
-def _baseline_bands(fig: go.Figure, ctx: ReportContext, ypos: dict[str, int]) -> None:
-    shapes = [
+def _baseline_bands(ctx: ReportContext, ypos: dict[str, int]) -> list[dict[str, Any]]:
+    return [
         {"type": "rect", "xref": f"{xa} domain", "x0": 0, "x1": 1, "yref": ya,
          "y0": ypos[m] - 0.45, "y1": ypos[m] + 0.45, "fillcolor": BASELINE_FILL,
          "line": {"width": 0}, "layer": "below"}
         for m in ctx.methods if ctx.is_baseline(m)
         for xa, ya in _panel_axes(max(len(ctx.models), 1))
     ]
-    fig.update_layout(shapes=list(fig.layout.shapes) + shapes)
 
 
-def _human_band(fig: go.Figure, ctx: ReportContext, band: dict[str, Any] | None) -> None:
-    if band is None:
-        return
+def _human_band(
+    ctx: ReportContext, band: dict[str, Any]
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     lo, hi, est = band["ci_low"], band["ci_high"], float(band["estimate"])
     shapes = []
     for xa, ya in _panel_axes(max(len(ctx.models), 1)):
@@ -221,15 +257,13 @@ def _human_band(fig: go.Figure, ctx: ReportContext, band: dict[str, Any] | None)
         shapes.append({"type": "line", "xref": xa, "x0": est, "x1": est,
                        "yref": f"{ya} domain", "y0": 0, "y1": 1,
                        "line": {"color": HUMAN_LINE, "width": 1.5, "dash": "dash"}})
-    fig.update_layout(shapes=list(fig.layout.shapes) + shapes)
-    fig.add_trace(
-        go.Scatter(
-            x=[None], y=[None], mode="lines",
-            name=f"experts vs each other ({html_text(ctx.primary_split)}): "
-                 f"{fmt_ci(est, lo, hi, 3)}",
-            line={"color": HUMAN_LINE, "dash": "dash"}, hoverinfo="skip",
-        )
-    )
+    trace = {
+        "type": "scatter", "x": [None], "y": [None], "mode": "lines",
+        "name": f"experts vs each other ({html_text(ctx.primary_split)}): "
+                f"{fmt_ci(est, lo, hi, 3)}",
+        "line": {"color": HUMAN_LINE, "dash": "dash"}, "hoverinfo": "skip",
+    }
+    return shapes, trace
 
 
 def _tick_label(ctx: ReportContext, method: str) -> str:

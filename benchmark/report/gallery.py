@@ -627,7 +627,11 @@ def _volume_note(dataset: Dataset) -> str:
 
 
 def _figure(png: bytes, alt: str, caption_html: str, attrs: str, extra_class: str = "") -> str:
-    return (f'<figure class="gallery{extra_class}" {attrs}><img alt="{html_text(alt)}" '
+    # role and aria-label as pandoc's --embed-resources writes them (render.py does
+    # without that option when it can, so the image carries them from here).
+    label = html_text(alt)
+    return (f'<figure class="gallery{extra_class}" {attrs}><img role="img" '
+            f'aria-label="{label}" alt="{label}" '
             f'src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'
             f"<figcaption>{caption_html}</figcaption></figure>")
 

@@ -9,8 +9,10 @@ failed render never leaves half a report.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 from benchmark.store import REPORT_HTML, atomic_write
@@ -78,15 +80,23 @@ def _render_quarto(qmd: Path, out: Path) -> None:
 def _render_pandoc(qmd: Path, tmp: Path, title: str, css: Path, bibliography: Path) -> None:
     import pypandoc  # imported here: only this engine needs it
 
+    css = Path(css).resolve()
+    css_text = css.read_text(encoding="utf-8")
+    # --embed-resources re-parses and re-writes the whole 9 MB output (about two thirds
+    # of pandoc's time) only to inline the stylesheet: every other resource (plotly.js,
+    # images) is inline already. The stylesheet goes into the header instead, unless it
+    # refers to other files (url(), @import) that only --embed-resources would inline.
+    embed = bool(re.search(r"url\(|@import|</style", css_text, flags=re.IGNORECASE))
     args = [
         "--standalone",
-        "--embed-resources",
+        # Without --css pandoc would add its own document CSS (fonts, widths): off.
+        *(["--embed-resources", f"--css={css}"] if embed
+          else ["--wrap=none", "--metadata=document-css:false"]),
         # Tabs inside raw HTML (plotly.js string literals) must reach the output unchanged.
         "--preserve-tabs",
         "--toc",
         "--toc-depth=2",
         "--section-divs",
-        f"--css={Path(css).resolve()}",
         # A command-line string is taken literally (not as markdown) and escaped on output.
         f"--metadata=title:{title}",
         "--metadata=toc-title:Contents",
@@ -95,11 +105,17 @@ def _render_pandoc(qmd: Path, tmp: Path, title: str, css: Path, bibliography: Pa
         "--metadata=link-citations:true",
         f"--resource-path={qmd.parent.resolve()}",
     ]
-    pypandoc.convert_file(
-        str(qmd.resolve()),
-        to="html5",
-        format="markdown",
-        outputfile=str(tmp),
-        extra_args=args,
-        cworkdir=str(qmd.parent.resolve()),
-    )
+    with tempfile.TemporaryDirectory() as work:
+        if not embed:
+            header = Path(work) / "style.html"
+            header.write_text(f'<style type="text/css">\n{css_text}\n</style>\n',
+                              encoding="utf-8")
+            args.append(f"--include-in-header={header}")
+        pypandoc.convert_file(
+            str(qmd.resolve()),
+            to="html5",
+            format="markdown",
+            outputfile=str(tmp),
+            extra_args=args,
+            cworkdir=str(qmd.parent.resolve()),
+        )
