@@ -98,6 +98,24 @@ def test_occlusion_of_a_linear_model_is_the_patch_sum():
     assert torch.allclose(out, expected, atol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["occlusion", "scorecam", "rise"])
+def test_the_pass_size_changes_speed_not_maps(name, model, x, monkeypatch):
+    """CPU passes are capped at a few input elements (cache-resident activations); one
+    perturbed copy per pass and many copies per pass give the same maps up to float32
+    rounding (the convolution's kernels depend on the batch size)."""
+    from benchmark.explainers import perturbation
+
+    assert perturbation.eval_elements(torch.device("cpu")) == 2**18
+    assert perturbation.eval_elements(torch.device("meta")) == 2**24
+    options = {"n_masks": 40, "batch_masks": 40} if name == "rise" else {}
+    small = {"cpu": x.numel(), "other": x.numel()}  # one copy (one channel) per pass
+    monkeypatch.setattr(perturbation, "MAX_EVAL_ELEMENTS", small)
+    one = make(name, model, **options).attribute(x)
+    monkeypatch.setattr(perturbation, "MAX_EVAL_ELEMENTS", {"cpu": 2**24, "other": 2**24})
+    many = make(name, model, **options).attribute(x)
+    torch.testing.assert_close(one, many, rtol=0, atol=1e-5 * float(many.abs().max()))
+
+
 def test_center_prior_is_a_centred_gaussian(model):
     x = torch.zeros(1, 1, 33, 33)
     out = get_explainer("center_prior", model, sigma=0.25).attribute(x)[0].numpy()

@@ -62,6 +62,23 @@ def test_curve_equals_compute_on_quantised_maps(sal, ref, taus):
         np.testing.assert_array_equal(curve[:, j], want)
 
 
+@pytest.mark.parametrize("metric", ["irrelevant_fraction", "iou"])
+def test_long_grids_read_the_sorted_map_and_agree_with_counting(metric):
+    """Grids longer than COUNT_MAX_TAUS take the sort path; on a shared prefix of taus
+    both paths give the same values, and those equal compute()'s."""
+    from benchmark.metrics.curve import COUNT_MAX_TAUS
+
+    sal, ref, roi = make_batch(3)
+    long_grid = np.round(np.linspace(0.0, 1.0, COUNT_MAX_TAUS + 1), 4)
+    short = compute_curve(sal, ref, metric, long_grid[:COUNT_MAX_TAUS], roi=roi, sign="abs")
+    long = compute_curve(sal, ref, metric, long_grid, roi=roi, sign="abs")
+    np.testing.assert_array_equal(long[:, :COUNT_MAX_TAUS], short)
+    picks = [float(t) for t in long_grid[[0, 7, 32, COUNT_MAX_TAUS]]]
+    got = compute(sal, ref, [f"{metric}@{t!r}" for t in picks], roi=roi, sign="abs")
+    want = np.stack([got[f"{metric}@{t!r}"] for t in picks], axis=1)
+    np.testing.assert_array_equal(long[:, [0, 7, 32, COUNT_MAX_TAUS]], want)
+
+
 def test_curve_of_an_empty_batch_has_shape_zero_by_t():
     assert compute_curve(np.zeros((0, 4, 4)), np.zeros((0, 4, 4)), "iou", [0.5]).shape == (0, 1)
 

@@ -23,7 +23,7 @@ from captum.attr import LayerActivation, LayerGradientXActivation
 from torch import nn
 
 from benchmark.explainers.base import Explainer, MethodInfo
-from benchmark.explainers.perturbation import MAX_EVAL_ELEMENTS
+from benchmark.explainers.perturbation import eval_elements
 
 #: Upsampling of a layer grid to the input grid, by number of spatial axes; the metrics
 #: stage resizes maps the same way.
@@ -225,7 +225,7 @@ class ScoreCAM(Explainer):
         n, channels = acts.shape[:2]
         spatial = tuple(inputs.shape[2:])
         mode = _INTERPOLATION[len(spatial)]
-        per_pass = max(1, min(self._batch, MAX_EVAL_ELEMENTS // inputs.numel()))
+        per_pass = max(1, min(self._batch, eval_elements(inputs.device) // inputs.numel()))
         scores = []
         for k in range(0, channels, per_pass):
             up = F.interpolate(acts[:, k : k + per_pass], size=spatial, mode=mode,

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmark.explainers.base import Explainer, MethodInfo
-from benchmark.explainers.perturbation import MAX_EVAL_ELEMENTS
+from benchmark.explainers.perturbation import eval_elements
 
 _INTERPOLATION = {1: "linear", 2: "bilinear", 3: "trilinear"}
 
@@ -155,7 +155,8 @@ class RISE(Explainer):
     def _attribute(self, inputs: torch.Tensor, target: int) -> torch.Tensor:
         n, spatial = len(inputs), tuple(inputs.shape[2:])
         source = self.mask_source(spatial)
-        per_pass = min(int(self.options["batch_masks"]), MAX_EVAL_ELEMENTS // inputs.numel())
+        per_pass = eval_elements(inputs.device) // inputs.numel()
+        per_pass = min(int(self.options["batch_masks"]), per_pass)
         per_pass = max(1, per_pass)
         saliency = torch.zeros((n, *spatial), dtype=torch.float32, device=inputs.device)
         for start in range(0, len(source), per_pass):

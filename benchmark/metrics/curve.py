@@ -1,8 +1,9 @@
 """Region metrics over a grid of fixed thresholds, and the ``@tuned`` threshold.
 
 :func:`compute_curve` scores ``precision``, ``irrelevant_fraction``, ``recall``,
-``iou`` or ``dice`` at T fixed thresholds in one pass per chunk: each normalised map is
-sorted once and every tau is a binary search, instead of one region per tau.
+``iou`` or ``dice`` at T fixed thresholds in one kernel per chunk: each normalised map is
+computed once, then the region sizes at every tau are counted (a grid of up to
+``COUNT_MAX_TAUS`` taus) or read off one sort of the map by binary search (longer grids).
 :func:`tune_threshold` picks the tau of a grid that is best on average (METRICS.md,
 ``tuned``); callers then score the test split with ``name@<tau>``.
 """
@@ -18,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmark.metrics.compute import chunk_length, padded
-from benchmark.metrics.kernels import count, overlap_scores
+from benchmark.metrics.kernels import overlap_scores
 from benchmark.metrics.preprocess import SIGNS, apply_sign, resize_to
 from benchmark.metrics.registry import METRICS
 from benchmark.metrics.threshold import minmax_normalise
@@ -29,34 +30,64 @@ REGION_METRICS = ("precision", "irrelevant_fraction", "recall", "iou", "dice")
 DEFAULT_GRID = np.round(np.arange(0.05, 1.0, 0.05), 2)
 
 
+#: Grids up to this many taus are scored by counting, longer ones by one sort per map.
+COUNT_MAX_TAUS = 64
+
+
 @lru_cache(maxsize=32)
 def _curve_kernel(
-    saliency_shape: tuple[int, ...], reference_shape: tuple[int, ...], metric: str
+    saliency_shape: tuple[int, ...], reference_shape: tuple[int, ...], metric: str,
+    n_taus: int,
 ) -> Callable[..., jax.Array]:
     """``f(saliency, reference, roi, taus, sign_code) -> (C, T) float32``, jitted.
 
-    Shapes as in :func:`benchmark.metrics.plan.chunk_kernel`; ``taus`` ``(T,)`` float32.
+    Shapes as in :func:`benchmark.metrics.plan.chunk_kernel`; ``taus`` ``(T,)`` float32
+    with ``T = n_taus``.
     """
     del saliency_shape  # part of the cache key only: jit retraces per input shape anyway
 
-    def per_image(
-        sal: jax.Array, ref: jax.Array, roi: jax.Array, taus: jax.Array, sign_code: jax.Array
-    ) -> jax.Array:
+    def prepare(
+        sal: jax.Array, ref: jax.Array, roi: jax.Array, sign_code: jax.Array
+    ) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """S̃, Ω and G ∩ Ω of one image, flat (P,)."""
         s = apply_sign(resize_to(sal, reference_shape).ravel(), sign_code)
         omega = roi.ravel()
-        g = (ref.ravel() > 0.5) & omega
         # The same S̃ (same function, same float32 values) and the same test S̃ >= tau as
         # compute(), so a curve point equals compute()'s "metric@tau" exactly.
-        s_norm = minmax_normalise(s, omega)
-        size = s.shape[0]
+        return minmax_normalise(s, omega), omega, (ref.ravel() > 0.5) & omega
+
+    def sorted_counts(
+        s_norm: jax.Array, omega: jax.Array, g: jax.Array, taus: jax.Array
+    ) -> tuple[jax.Array, jax.Array]:
+        size = s_norm.shape[0]
         # searchsorted(..., "left") counts values < tau; excluded pixels sit at -inf.
         in_omega = jnp.sort(jnp.where(omega, s_norm, -jnp.inf))
         in_g = jnp.sort(jnp.where(g, s_norm, -jnp.inf))
-        n_a = size - jnp.searchsorted(in_omega, taus, side="left")
-        n_ag = size - jnp.searchsorted(in_g, taus, side="left")
-        return overlap_scores(n_a, count(g), n_ag)[metric]
+        return (size - jnp.searchsorted(in_omega, taus, side="left"),
+                size - jnp.searchsorted(in_g, taus, side="left"))
 
-    return jax.jit(jax.vmap(per_image, in_axes=(0, 0, 0, None, None)))
+    def kernel(
+        sal: jax.Array, ref: jax.Array, roi: jax.Array, taus: jax.Array, sign_code: jax.Array
+    ) -> jax.Array:
+        s_norm, omega, g = jax.vmap(prepare, in_axes=(0, 0, 0, None))(sal, ref, roi, sign_code)
+        if n_taus <= COUNT_MAX_TAUS:
+            # One counting pass of the whole chunk per tau (a scan, so XLA fuses each
+            # compare-and-sum and never holds a (C, T, P) array) beats XLA's CPU sort:
+            # 8x on the demo's 64 x 64 maps at T = 19, 5.5x on 224 x 224. Both give the
+            # same integers.
+            def one_tau(carry: None, tau: jax.Array) -> tuple[None, tuple[jax.Array, jax.Array]]:
+                above = s_norm >= tau
+                return carry, (jnp.sum(above & omega, axis=1, dtype=jnp.int32),
+                               jnp.sum(above & g, axis=1, dtype=jnp.int32))
+
+            _, (n_a, n_ag) = jax.lax.scan(one_tau, None, taus)
+            n_a, n_ag = n_a.T, n_ag.T  # (C, T)
+        else:
+            n_a, n_ag = jax.vmap(sorted_counts, in_axes=(0, 0, 0, None))(s_norm, omega, g, taus)
+        n_g = jnp.sum(g, axis=1, dtype=jnp.int32)[:, None]
+        return overlap_scores(n_a, n_g, n_ag)[metric]
+
+    return jax.jit(kernel)
 
 
 def compute_curve(
@@ -108,7 +139,7 @@ def compute_curve(
     if n_images == 0:
         return out
     shapes = (tuple(sal.shape[1:]), tuple(ref.shape[1:]))
-    kernel = _curve_kernel(*shapes, name)
+    kernel = _curve_kernel(*shapes, name, int(taus.size))
     chunk = chunk_length(n_images, int(chunk_size), stream_length)
     taus_arg, sign_code = jnp.asarray(taus), jnp.int32(SIGNS.index(sign))
     for start in range(0, n_images, chunk):
