@@ -22,16 +22,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from benchmark import store
 from benchmark.config import RunConfig
 from benchmark.errors import BenchError
-from benchmark.explainers import EXPLAINERS, get_explainer
+from benchmark.explainers import EXPLAINERS
 from benchmark.faithfulness import deletion_insertion, region_deletion
 from benchmark.models import LoadedModel
 from benchmark.resolve import ResolvedDataset
-from benchmark.sanity import cascading_randomisation
+from benchmark.sanity import cascading_randomisation, method_maps
 from benchmark.stats import summarize
 
 #: Per-image faithfulness columns summarised with intervals.
@@ -56,12 +55,6 @@ def check_rows(data: ResolvedDataset, split: str, n: int, seed: int) -> np.ndarr
         return pos
     rng = np.random.default_rng(seed)
     return np.sort(rng.choice(pos, size=n, replace=False))
-
-
-def _maps(lm: LoadedModel, method: str, x: torch.Tensor) -> np.ndarray:
-    layer = lm.layer() if EXPLAINERS[method].info.needs_layer else None
-    explainer = get_explainer(method, lm.module, layer=layer)
-    return explainer.attribute(x, target=lm.target or 0).numpy()
 
 
 def _output(lm: LoadedModel, cfg: RunConfig) -> str:
@@ -103,6 +96,7 @@ def run_checks(
     curves, verdicts, faith, regions = [], [], [], []
     for name, lm in loaded.items():
         meths = diagnosed_methods(methods)
+        originals: dict[str, np.ndarray] = {}
         try:
             if cfg.sanity and meths:
                 res = cascading_randomisation(
@@ -110,10 +104,17 @@ def run_checks(
                     layer=lm.target_layer, **boot)
                 curves.append(res.curves.assign(model=name))
                 verdicts.append(res.verdicts.assign(model=name))
+                originals = res.originals
             if cfg.faithfulness:
+                if meths and any(EXPLAINERS[m].info.needs_layer for m in meths):
+                    lm.layer()  # resolves the default CAM layer when none is named
                 for method in meths:
+                    maps = originals.get(method)
+                    if maps is None:
+                        maps = method_maps(lm.module, method, x, lm.target or 0,
+                                           lm.target_layer)
                     frame = deletion_insertion(
-                        lm.module, x, _maps(lm, method, x), target=lm.target or 0,
+                        lm.module, x, maps, target=lm.target or 0,
                         baseline=cfg.faithfulness_baseline, steps=cfg.deletion_steps,
                         output=_output(lm, cfg), seed=cfg.seed, sign=cfg.sign)
                     faith.append(frame.assign(model=name, method=method, split=split,

@@ -83,11 +83,14 @@ def similarity(original: np.ndarray, maps: np.ndarray) -> dict[str, np.ndarray]:
     return compute(maps, _graded(original), names, sign="abs")
 
 
-def _maps(model: nn.Module, method: str, inputs: torch.Tensor, target: int,
-          layer: str | None, options: dict[str, Any]) -> np.ndarray:
+def method_maps(model: nn.Module, method: str, inputs: torch.Tensor, target: int = 0,
+                layer: str | None = None, options: dict[str, Any] | None = None
+                ) -> np.ndarray:
+    """Maps ``(N, *spatial_out)`` of one registered method on ``model`` (the CAM layer is
+    looked up by name, so it works on randomised copies too)."""
     needs = EXPLAINERS[method].info.needs_layer
     module = dict(model.named_modules())[layer] if needs and layer else None
-    explainer = get_explainer(method, model, layer=module, **options)
+    explainer = get_explainer(method, model, layer=module, **(options or {}))
     return explainer.attribute(inputs, target=target).numpy()
 
 
@@ -108,12 +111,16 @@ class SanityResult:
         ``method, metric, final_high, floor, passed``: passed when the final step's upper
         interval end is below the floor's estimate.
     settings : dict
+    originals : dict of str to ndarray
+        ``method -> (N, *spatial_out)`` maps of the trained model (step 0), for callers
+        that need them too (the faithfulness check).
     """
 
     curves: pd.DataFrame
     floor: pd.DataFrame
     verdicts: pd.DataFrame
     settings: dict[str, Any] = field(default_factory=dict)
+    originals: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
 
 def cascading_randomisation(
@@ -161,17 +168,19 @@ def cascading_randomisation(
     layers = parameter_layers(model)
     cascade = layers[::-1]  # output first
     rows, floor_rows = [], []
+    originals: dict[str, np.ndarray] = {}
     rng = np.random.default_rng(seed)
     shift = rng.integers(1, n)  # a derangement: image i is paired with i + shift
     partner = (np.arange(n) + shift) % n
     for method in methods:
         opts = options.get(method, {})
-        original = _maps(model, method, inputs, target, layer, opts)
+        original = originals[method] = method_maps(model, method, inputs, target, layer,
+                                                   opts)
         pair = similarity(original[partner], original)
         floor_rows.append(_tidy(pair, case_ids, method=method, step=-1, layer="random pairs"))
         for step in range(1, len(cascade) + 1):
             randomised = randomise(model, cascade[:step], seed + step)
-            maps = _maps(randomised, method, inputs, target, layer, opts)
+            maps = method_maps(randomised, method, inputs, target, layer, opts)
             rows.append(_tidy(similarity(original, maps), case_ids, method=method, step=step,
                               layer=cascade[step - 1]))
     boot: dict[str, Any] = dict(n_boot=n_boot, level=level, method="percentile", seed=seed)
@@ -191,7 +200,7 @@ def cascading_randomisation(
     settings = {"layers": cascade, "seed": seed, "n_boot": n_boot, "level": level,
                 "pair_shift": int(shift), "similarity": list(SIMILARITY)}
     return SanityResult(curves.reset_index(drop=True), floor.reset_index(drop=True),
-                        verdicts.reset_index(drop=True), settings)
+                        verdicts.reset_index(drop=True), settings, originals)
 
 
 def _tidy(values: dict[str, np.ndarray], case_ids: np.ndarray, **cols: Any) -> pd.DataFrame:

@@ -12,7 +12,13 @@ import torch.nn.functional as F
 from benchmark.explainers import EXPLAINERS
 from benchmark.explainers.base import Explainer, MethodInfo
 from benchmark.resolve import resolve_dataset
-from benchmark.sanity import cascading_randomisation, parameter_layers, randomise, similarity
+from benchmark.sanity import (
+    cascading_randomisation,
+    method_maps,
+    parameter_layers,
+    randomise,
+    similarity,
+)
 
 
 class EdgeDetector(Explainer):
@@ -68,6 +74,10 @@ def test_edge_detector_fails_and_gradients_pass(demo, monkeypatch) -> None:
     assert (edges["estimate"] > 0.999).all()  # the edges never change
     sal = res.curves[(res.curves.method == "saliency") & (res.curves.metric == "spearman_abs")]
     assert sal.sort_values("step")["estimate"].iloc[-1] < sal["estimate"].max()
+    # The trained model's maps come back for reuse (the faithfulness check), unchanged
+    # by the randomised copies.
+    assert sorted(res.originals) == ["edges", "saliency"]
+    np.testing.assert_array_equal(res.originals["saliency"], method_maps(model, "saliency", x))
 
 
 def test_ssim_is_left_out_on_grids_smaller_than_its_window() -> None:
