@@ -164,6 +164,8 @@ def run(
     resume: Annotated[Path | None, Opt(help="Continue an interrupted run in RUN_DIR with its own settings; cached maps are reused.")] = None,
     baseline: Annotated[Path | None, Opt(help="A run directory to compare this run with (paired on shared cases); adds a report section.")] = None,
     fail_if_worse: Annotated[list[str] | None, Opt("--fail-if-worse", help="METRIC[:MARGIN] (repeat): exit 1 when this run is significantly worse than --baseline by more than MARGIN.")] = None,
+    executor: Annotated[str | None, Opt(help="Where the explain stage runs: local (this process) or ray (shards as Ray tasks; needs saliency-bench\\[ray]); never changes the results \\[default: local].")] = None,
+    ray_address: Annotated[str | None, Opt(help="Ray cluster to use with --executor ray: auto, HOST:PORT or ray://HOST:10001 \\[default: a new local instance].")] = None,
 ) -> None:
     """Run saliency methods on checkpoints, score the maps, bootstrap, and render the report."""
     import benchmark.pipeline as pipeline
@@ -178,6 +180,7 @@ def run(
         fail_if_worse=fail_if_worse or None, sanity=sanity, faithfulness=faithfulness,
         check_images=check_images, faithfulness_baseline=faithfulness_baseline,
         faithfulness_output=faithfulness_output, deletion_steps=deletion_steps,
+        executor=executor, ray_address=ray_address,
     )
     for flag, value in (("stratify", stratify), ("roi", roi), ("trust_checkpoint", trust_checkpoint)):
         if value:
@@ -189,7 +192,9 @@ def run(
             overrides["factory_kwargs"] = _parse_kwargs(factory_kwarg)
         if resume is not None:
             config = pipeline.resume_config(resume)  # type: ignore[assignment]
-            overrides = {k: v for k, v in overrides.items() if k == "report" or k == "engine"}
+            # Only what cannot change the results may differ from the interrupted run.
+            keep = ("report", "engine", "executor", "ray_address")
+            overrides = {k: v for k, v in overrides.items() if k in keep}
         result = pipeline.run(config, **overrides)
     out.print(headline_table(result))
     if result.report_html.exists():

@@ -86,6 +86,9 @@ class RunConfig(BaseModel):
     # Regression gate against an earlier run directory (``--baseline``):
     baseline: str | None = None
     fail_if_worse: list[str] = Field(default_factory=list)
+    # Where the explain stage's shards run (never changes the results):
+    executor: Literal["local", "ray"] = "local"
+    ray_address: str | None = None  # None: the running Ray instance, else a new local one
     report: bool = True
     engine: Literal["auto", "quarto", "pandoc"] = "auto"
 

@@ -29,6 +29,7 @@ from benchmark.checks import run_checks
 from benchmark.config import ConfigError, RunConfig, make_config
 from benchmark.data.dataset import Dataset
 from benchmark.errors import BenchError
+from benchmark.executor import ShardFailed, ShardJob, run_local, run_ray
 from benchmark.explainers import (
     EXPLAINERS,
     check_methods,
@@ -296,6 +297,9 @@ def explain_stage(
             priors[method] = {"prior": p.data.mean_mask(p.tune_reference)}
     total = len(p.models) * len(p.methods)
     task = progress.add_task("explain", total=total * len(rows))
+    shards = [rows[i:i + store.SHARD_SIZE] for i in range(0, len(rows), store.SHARD_SIZE)]
+    jobs: list[ShardJob] = []
+    remaining: dict[str, int] = {}
     for name in p.models:
         lm = loaded[name]
         for method in p.methods:
@@ -307,48 +311,59 @@ def explain_stage(
             if store.maps_complete(p.out, key):
                 progress.advance(task, len(rows))
                 continue
-            progress.update(task, description=f"explain {name}/{method}")
-            shards = [rows[i:i + store.SHARD_SIZE] for i in range(0, len(rows), store.SHARD_SIZE)]
+            todo = []
             for i, shard in enumerate(shards):
-                ids = image_ids_all[shard]
                 cached = store.load_map_shard(p.out, key, i)
-                if cached is not None and np.array_equal(cached[0], ids):
+                if cached is not None and np.array_equal(cached[0], image_ids_all[shard]):
                     progress.advance(task, len(shard))  # finished before an interruption
                     continue
-                maps = _explain_shard(p, lm, explainer, name, method, shard,
-                                      lambda k: progress.advance(task, k))
-                store.save_map_shard(p.out, key, i, ids, maps)
-            store.finish_maps(p.out, key, len(shards), len(rows))
+                todo.append(ShardJob(key, i, shard, explainer, lm.target or 0,
+                                     f"{name}/{method}"))
+            if todo:
+                jobs.extend(todo)
+                remaining[key] = len(todo)
+            else:
+                store.finish_maps(p.out, key, len(shards), len(rows))
+
+    def done(job: ShardJob, maps: np.ndarray) -> None:
+        _check_finite(ds, job, maps)
+        store.save_map_shard(p.out, job.key, job.index, image_ids_all[job.rows], maps)
+        remaining[job.key] -= 1
+        if remaining[job.key] == 0:
+            store.finish_maps(p.out, job.key, len(shards), len(rows))
+
+    def inputs(at: np.ndarray) -> torch.Tensor:
+        return p.data.to_input(ds.images(at))
+
+    def describe(label: str) -> None:
+        progress.update(task, description=f"explain {label}")
+
+    try:
+        if p.config.executor == "ray":
+            run_ray(jobs, inputs, p.config.batch_size, done, lambda k: progress.advance(task, k),
+                    describe, address=p.config.ray_address)
+        else:
+            run_local(jobs, inputs, p.config.batch_size, done,
+                      lambda k: progress.advance(task, k), describe)
+    except ShardFailed as e:
+        job = e.job or jobs[0]
+        raise BenchError(
+            f"model {job.label.split('/')[0]!r}, method {job.label.split('/')[1]!r} failed on "
+            f"image {ds.index['image_id'].iloc[job.rows[e.offset]]!r} and its batch "
+            f"({e.message})"
+        ) from None
     store.write_json(index, p.out / store.MAPS / "index.json")
     return index
 
 
-def _explain_shard(
-    p: Plan, lm: LoadedModel, explainer: Any, name: str, method: str, rows: np.ndarray,
-    advance: Callable[[int], None],
-) -> np.ndarray:
-    """Maps (k, *spatial) float32 of the images at ``rows``, batch by batch."""
-    ds = p.data.dataset
-    out = []
-    for b in _batches(rows, p.config.batch_size):
-        x = p.data.to_input(ds.images(b))
-        try:
-            out.append(explainer.attribute(x, target=lm.target or 0).numpy())
-        except RuntimeError as e:  # the model or its layer does not fit the input
-            first = str(e).strip().splitlines()[0][:200]
-            raise BenchError(
-                f"model {name!r}, method {method!r} failed on image "
-                f"{ds.index['image_id'].iloc[b[0]]!r} and its batch ({first})"
-            ) from None
-        advance(len(b))
-    maps = np.concatenate(out).astype(np.float32)
+def _check_finite(ds: Any, job: ShardJob, maps: np.ndarray) -> None:
     bad = ~np.isfinite(maps.reshape(len(maps), -1)).all(axis=1)
     if bad.any():
+        model, method = job.label.split("/")
         raise BenchError(
-            f"model {name!r}, method {method!r}: saliency of image "
-            f"{ds.index['image_id'].iloc[rows[np.argmax(bad)]]!r} contains NaN or inf"
+            f"model {model!r}, method {method!r}: saliency of image "
+            f"{ds.index['image_id'].iloc[job.rows[np.argmax(bad)]]!r} contains NaN or inf"
         )
-    return maps
 
 
 def _tune(p: Plan, maps: np.ndarray, meta: pd.DataFrame, pos: np.ndarray) -> dict[str, Any]:
