@@ -75,6 +75,18 @@ def test_non_finite_saliency_is_rejected_naming_the_image(bad):
         compute(s, G, ["auroc"])
 
 
+@pytest.mark.parametrize("roi", [None, np.ones(S.shape, bool)])
+def test_non_finite_maps_are_named_across_chunks_of_the_kernel(roi):
+    # The check runs inside the metric kernel, chunk by chunk: indices stay global.
+    s = np.concatenate([S] * 4)
+    s[[9, 17, 22]] = np.nan
+    g = np.concatenate([G] * 4)
+    with pytest.raises(ValueError, match=r"saliency image 9 contains NaN or inf \(and 2 "
+                                         r"more: \[17, 22\]\)"):
+        compute(s, g, ["pointing_game", "iou@top15"], chunk_size=4,
+                roi=None if roi is None else np.concatenate([roi] * 4))
+
+
 def test_non_finite_torch_saliency_is_rejected_too():
     s = torch.from_numpy(S.copy())
     s[5, 0, 0] = float("nan")

@@ -21,6 +21,7 @@ from benchmark.metrics.validate import (
     Array,
     check_options,
     check_reference,
+    raise_non_finite,
     standard_arrays,
     standard_maps,
     standard_spacing,
@@ -112,13 +113,14 @@ def compute(
 
     kernel = chunk_kernel(iv.plan)
     chunk = chunk_length(n_images, iv.chunk_size, stream_length)
-    out = np.empty((n_images, len(iv.plan.metrics)), np.float64)
+    out = np.empty((n_images, len(iv.plan.metrics) + 1), np.float64)
     for start in range(0, n_images, chunk):
         stop = min(start + chunk, n_images)
         per_image = (iv.saliency, iv.reference, iv.roi, iv.hit, iv.ks)
         args = [padded(x[start:stop], chunk) for x in per_image]
         values = kernel(*args, iv.taus, iv.keys, iv.sign_code, iv.spacing)
         out[start:stop] = np.asarray(values, dtype=np.float64)[: stop - start]
+    raise_non_finite(out[:, -1] == 1.0)  # the kernel's finiteness flag of each map
     return {name: out[:, iv.columns[name]].copy() for name in iv.names}
 
 
@@ -215,10 +217,10 @@ def _compute_iv(
     tolerance = _check_tolerance(pointing_tolerance_mm)
     # Without a roi, Ω is every pixel: no all-True array is built, read or sent.
     if roi is None:
-        sal, ref = standard_maps(saliency, reference)
+        sal, ref = standard_maps(saliency, reference, finite=False)
         roi_arr: jax.Array | None = None
     else:
-        sal, ref, roi_arr = standard_arrays(saliency, reference, roi)
+        sal, ref, roi_arr = standard_arrays(saliency, reference, roi, finite=False)
     spatial = tuple(int(d) for d in ref.shape[1:])
     mm = standard_spacing(spacing, len(spatial))
     check_reference(ref, names, [spec for spec, _ in parsed])

@@ -189,8 +189,10 @@ def chunk_kernel(plan: Plan) -> Callable[..., jax.Array]:
     Returns
     -------
     callable
-        ``f(saliency, reference, roi, hit, ks, taus, keys, sign_code, spacing) -> (C, M)``
-        float32, with saliency ``(C, *saliency_shape)`` float32, reference
+        ``f(saliency, reference, roi, hit, ks, taus, keys, sign_code, spacing) -> (C, M + 1)``
+        float32: the M metrics, then 1.0 where the saliency map is finite, else 0.0 (the
+        check rides along in the kernel instead of a separate pass over the maps); with
+        saliency ``(C, *saliency_shape)`` float32, reference
         ``(C, *reference_shape)`` float32, roi the same shape bool (``(C, 1)``, unused,
         unless ``plan.has_roi``), hit ``(C, P)`` bool
         when ``plan.pointing_tolerance`` (else ``(C, 1)``, unused), ks ``(C, n_top)``
@@ -204,6 +206,8 @@ def chunk_kernel(plan: Plan) -> Callable[..., jax.Array]:
     def per_image(sal: jax.Array, ref: jax.Array, roi: jax.Array, hit: jax.Array,
                   ks: jax.Array, taus: jax.Array, keys: jax.Array, sign_code: jax.Array,
                   spacing: jax.Array) -> jax.Array:  # fmt: skip
-        return _score_image(plan, sal, ref, roi, hit, ks, taus, keys, sign_code, spacing)
+        scores = _score_image(plan, sal, ref, roi, hit, ks, taus, keys, sign_code, spacing)
+        finite = jnp.all(jnp.isfinite(sal)).astype(jnp.float32)
+        return jnp.concatenate([scores, finite[None]])
 
     return jax.jit(jax.vmap(per_image, in_axes=(0, 0, 0, 0, 0, None, None, None, None)))

@@ -51,16 +51,17 @@ def check_options(sign: str, seed: int, chunk_size: int) -> None:
 
 
 def standard_arrays(
-    saliency: Array, reference: Array, roi: Array | None
+    saliency: Array, reference: Array, roi: Array | None, *, finite: bool = True
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Saliency and reference as float32, roi as bool (all True when None), all checked.
+    """Saliency and reference as float32, roi as bool (all True when None), all checked
+    (finiteness only with ``finite``: a caller may check it inside its own kernel).
 
     Raises
     ------
     ValueError
         Mismatched shapes, non-finite saliency (naming the image), a non-boolean roi.
     """
-    sal, ref = standard_maps(saliency, reference)
+    sal, ref = standard_maps(saliency, reference, finite=finite)
     if roi is None:
         return sal, ref, jnp.ones(ref.shape, bool)
     roi_arr = to_jax(roi, jnp.float32)
@@ -74,12 +75,15 @@ def standard_arrays(
     return sal, ref, roi_arr.astype(bool)
 
 
-def standard_maps(saliency: Array, reference: Array) -> tuple[jax.Array, jax.Array]:
-    """Saliency and reference as float32, shapes and finiteness checked (no roi)."""
+def standard_maps(saliency: Array, reference: Array, *, finite: bool = True
+                  ) -> tuple[jax.Array, jax.Array]:
+    """Saliency and reference as float32, shapes and (with ``finite``) finiteness checked
+    (no roi)."""
     sal = to_jax(saliency, jnp.float32)
     ref = to_jax(reference, jnp.float32)
     check_shapes(sal.shape, ref.shape)
-    check_finite(sal)
+    if finite:
+        check_finite(sal)
     return sal, ref
 
 
@@ -128,7 +132,12 @@ def _reference_flags(ref: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 def check_finite(sal: jax.Array) -> None:
-    bad = np.flatnonzero(~np.asarray(_finite_per_image(sal)))
+    raise_non_finite(np.asarray(_finite_per_image(sal)))
+
+
+def raise_non_finite(finite: np.ndarray) -> None:
+    """ValueError naming the first images whose flag in ``finite`` (N,) is False."""
+    bad = np.flatnonzero(~np.asarray(finite, dtype=bool))
     if bad.size:
         more = f" (and {bad.size - 1} more: {bad[1:6].tolist()})" if bad.size > 1 else ""
         raise ValueError(
