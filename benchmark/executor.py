@@ -13,6 +13,7 @@ Ray's object store, so worker nodes need the package installed, not the data.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -119,8 +120,13 @@ def connect(address: str | None) -> Any:
     ray = _import_ray()
     if not ray.is_initialized():
         try:
-            ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                     configure_logging=False)
+            with warnings.catch_warnings():
+                # Ray starts its daemons with fork + exec, which is safe; JAX's warning
+                # about forking a multithreaded process does not apply.
+                warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called",
+                                        category=RuntimeWarning)
+                ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                         configure_logging=False)
         # Ray exits the process (SystemExit) when it gives up on an unreachable cluster.
         except (ConnectionError, RuntimeError, ValueError, SystemExit) as e:
             where = f"at {address!r}" if address else "locally"
