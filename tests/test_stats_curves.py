@@ -21,6 +21,11 @@ def test_weighted_median_equals_numpy_on_the_repeated_sample():
         got = weighted_median(values, counts)
         expected = [np.median(np.repeat(values, c)) for c in counts]
         assert np.allclose(got, expected)
+        # The same counts as columns of a wider matrix, gathered by ``columns``.
+        wide = np.zeros((5, n + 3), counts.dtype)
+        columns = rng.permutation(n + 3)[:n]
+        wide[:, columns] = counts
+        np.testing.assert_array_equal(weighted_median(values, wide, columns), got)
 
 
 @pytest.fixture(scope="module")

@@ -26,25 +26,32 @@ CURVE_KEYS = ["model", "split", "method", "reference", "metric", "threshold"]
 CURVE_COLUMNS = [*CURVE_KEYS, "median", "ci_low", "ci_high", "n_cases"]
 
 
-def weighted_median(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
+def weighted_median(values: np.ndarray, counts: np.ndarray,
+                    columns: np.ndarray | None = None) -> np.ndarray:
     """Median of the multiset that holds ``values[i]`` ``counts[b, i]`` times, per row.
 
     Parameters
     ----------
     values : ndarray, shape (n,)
         Finite values.
-    counts : ndarray of int, shape (B, n)
-        Multiplicities; each row's total ``m`` must be >= 1.
+    counts : ndarray of int, shape (B, n), or (B, m) with ``columns``
+        Multiplicities; each row's total must be >= 1.
+    columns : ndarray of int, shape (n,), optional
+        Column of ``counts`` holding each value's multiplicity (default ``arange(n)``), so
+        a caller with one count matrix for many value sets gathers it once, here.
 
     Returns
     -------
     ndarray, shape (B,)
         ``np.median(np.repeat(values, counts[b]))`` for each row ``b`` (the mean of the
-        two middle elements when ``m`` is even).
+        two middle elements when the row's total is even).
     """
     order = np.argsort(values, kind="stable")
     v = values[order]
-    cum = np.cumsum(counts[:, order], axis=1)
+    at = order if columns is None else np.asarray(columns)[order]
+    # One gather, and int32 partial sums (totals are at most B x n draws per row, far
+    # below 2**31): half the memory traffic of the int64 counts in the cumsum.
+    cum = np.cumsum(counts[:, at], axis=1, dtype=np.int32)
     total = cum[:, -1]
     lo_rank = (total - 1) // 2  # 0-based ranks of the two middle elements
     hi_rank = total // 2
@@ -94,9 +101,10 @@ def curve_table(
         for key, grp in sub.groupby(CURVE_KEYS, sort=True, observed=True):
             cols = np.array([position[c] for c in grp["case_id"]])
             values = grp["value"].to_numpy(dtype=np.float64)
-            c = counts[:, cols]
-            ok = c.sum(axis=1) > 0
-            reps = weighted_median(values, c[ok]) if ok.any() else np.empty(0)
+            # Replicates that drew no case with a value have no median: left out.
+            ok = counts[:, cols].any(axis=1) if len(cols) < len(cases) else slice(None)
+            reps = (weighted_median(values, counts[ok], cols) if len(cols)
+                    else np.empty(0))
             low, high = (np.quantile(reps, [alpha, 1 - alpha]) if reps.size
                          else (np.nan, np.nan))
             rows.append([*key, float(np.median(values)), float(low), float(high),
