@@ -93,7 +93,8 @@ def run_local(
 
 def _explain_shard_task(explainer: Any, inputs: np.ndarray, batch_size: int,
                         target: int) -> np.ndarray:
-    """Ray task body: one shard's maps, on the worker's GPU when Ray gave it one."""
+    """Ray task body: the maps of one batch of a shard, on the worker's GPU when Ray
+    gave it one."""
     import ray
 
     if ray.get_gpu_ids() and torch.cuda.is_available():
