@@ -98,6 +98,8 @@ def run_checks(
         meths = diagnosed_methods(methods)
         originals: dict[str, np.ndarray] = {}
         try:
+            if any(EXPLAINERS[m].info.needs_layer for m in meths):
+                lm.layer()  # resolves the default CAM layer when none is named
             if cfg.sanity and meths:
                 res = cascading_randomisation(
                     lm.module, meths, x, cases, target=lm.target or 0,
@@ -106,8 +108,6 @@ def run_checks(
                 verdicts.append(res.verdicts.assign(model=name))
                 originals = res.originals
             if cfg.faithfulness:
-                if meths and any(EXPLAINERS[m].info.needs_layer for m in meths):
-                    lm.layer()  # resolves the default CAM layer when none is named
                 for method in meths:
                     maps = originals.get(method)
                     if maps is None:

@@ -6,9 +6,11 @@ them to the caller, which writes them to the run directory (atomic, content-addr
 files), so a run's maps, scores and statistics do not depend on the executor.
 
 Ray is optional (``pip install 'saliency-bench[ray]'``) and imported only when used.
-Tasks are retried when their worker dies; the driver ships each shard's inputs once
-(shared by every model and method) and the explainer once per model x method through
-Ray's object store, so worker nodes need the package installed, not the data.
+A Ray task is one batch of a shard; tasks are retried when their worker dies. The driver
+ships each batch's inputs once (shared by every model and method) and the explainer once
+per model x method through Ray's object store, so worker nodes need the package
+installed, not the data. When the run stops on an error, the tasks not yet finished are
+cancelled, so a shared cluster is not left computing for nothing.
 """
 
 from __future__ import annotations
@@ -131,7 +133,7 @@ def connect(address: str | None) -> Any:
         # Ray exits the process (SystemExit) when it gives up on an unreachable cluster.
         except (ConnectionError, RuntimeError, ValueError, SystemExit) as e:
             where = f"at {address!r}" if address else "locally"
-            first = _first_line(e)
+            first = _last_line(e)
             raise BenchError(f"cannot start or reach a Ray cluster {where} ({first})") from None
     return ray
 
@@ -160,7 +162,6 @@ def run_ray(
     input_refs: dict[tuple[bytes, int], Any] = {}
     explainer_refs: dict[str, Any] = {}
     pending: dict[Any, tuple[int, int]] = {}  # task -> (job number, first row in the shard)
-    parts: list[dict[int, np.ndarray]] = [{} for _ in jobs]
     for j, job in enumerate(jobs):
         if job.key not in explainer_refs:
             try:
@@ -178,6 +179,19 @@ def run_ray(
             ref = task.remote(explainer_refs[job.key], input_refs[rows_key, start],
                               batch_size, job.target)
             pending[ref] = (j, start)
+    try:
+        _collect(ray, jobs, pending, done, advance)
+    finally:
+        for ref in pending:  # left only when the run stops early
+            ray.cancel(ref)
+
+
+def _collect(ray: Any, jobs: list[ShardJob], pending: dict[Any, tuple[int, int]],
+             done: Callable[[ShardJob, np.ndarray], None], advance: Callable[[int], None],
+             ) -> None:
+    """Wait for the tasks in ``pending`` (removing each as it arrives) and hand every
+    completed shard to ``done``."""
+    parts: list[dict[int, np.ndarray]] = [{} for _ in jobs]
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1)
         j, start = pending.pop(ready[0])
@@ -189,9 +203,9 @@ def run_ray(
             if isinstance(cause, ShardFailed):
                 cause.job, cause.offset = job, start + cause.offset
                 raise cause from None
-            raise BenchError(f"{job.label}: a Ray task failed ({_first_line(e)})") from None
+            raise BenchError(f"{job.label}: a Ray task failed ({_last_line(e)})") from None
         except ray.exceptions.RayError as e:  # retries used up, node lost, ...
-            raise BenchError(f"{job.label}: a Ray task failed ({_first_line(e)})") from None
+            raise BenchError(f"{job.label}: a Ray task failed ({_last_line(e)})") from None
         parts[j][start] = maps
         advance(len(maps))
         if sum(len(m) for m in parts[j].values()) == len(job.rows):
@@ -199,6 +213,7 @@ def run_ray(
             parts[j].clear()
 
 
-def _first_line(err: BaseException) -> str:
+def _last_line(err: BaseException) -> str:
+    """The last non-empty line of an error: Ray's messages end with the cause."""
     lines = [line for line in str(err).strip().splitlines() if line.strip()]
     return (lines[-1] if lines else type(err).__name__)[:200]

@@ -49,8 +49,8 @@ def weighted_median(values: np.ndarray, counts: np.ndarray,
     order = np.argsort(values, kind="stable")
     v = values[order]
     at = order if columns is None else np.asarray(columns)[order]
-    # One gather, and int32 partial sums (totals are at most B x n draws per row, far
-    # below 2**31): half the memory traffic of the int64 counts in the cumsum.
+    # One gather, and int32 partial sums (a row's total is at most its number of draws,
+    # far below 2**31): half the memory traffic of the int64 counts in the cumsum.
     cum = np.cumsum(counts[:, at], axis=1, dtype=np.int32)
     total = cum[:, -1]
     lo_rank = (total - 1) // 2  # 0-based ranks of the two middle elements
@@ -103,8 +103,7 @@ def curve_table(
             values = grp["value"].to_numpy(dtype=np.float64)
             # Replicates that drew no case with a value have no median: left out.
             ok = counts[:, cols].any(axis=1) if len(cols) < len(cases) else slice(None)
-            reps = (weighted_median(values, counts[ok], cols) if len(cols)
-                    else np.empty(0))
+            reps = weighted_median(values, counts[ok], cols)  # empty if no row drew one
             low, high = (np.quantile(reps, [alpha, 1 - alpha]) if reps.size
                          else (np.nan, np.nan))
             rows.append([*key, float(np.median(values)), float(low), float(high),
