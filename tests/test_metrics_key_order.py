@@ -125,6 +125,27 @@ def test_radix_sort_is_a_stable_sort(size):
     np.testing.assert_array_equal(np.asarray(keys), u[want])
 
 
+@pytest.mark.parametrize("size", [1, 2, 300, 2**16 + 3])
+def test_host_sort_equals_the_radix_sort(size):
+    # CPU runs sort_keys on the host (numpy); GPUs run the radix sort. Same arrays, ties
+    # in flat-index order, alone, batched under vmap and inside jit.
+    rng = np.random.default_rng(size)
+    u = rng.integers(0, 2**32, (3, size), dtype=np.uint64).astype(np.uint32)
+    u[rng.random((3, size)) < 0.5] = np.uint32(0x80000000)
+    u[:, :1] = np.uint32(0xFFFFFFFF)
+    u[2] = 0
+    want = np.argsort(u, axis=-1, kind="stable")
+    for fn in (ranking.host_sort_keys, ranking.sort_keys):
+        order, keys = jax.jit(jax.vmap(fn))(jnp.asarray(u))
+        np.testing.assert_array_equal(np.asarray(order), want)
+        np.testing.assert_array_equal(np.asarray(keys), np.take_along_axis(u, want, -1))
+        order1, keys1 = fn(jnp.asarray(u[0]))
+        np.testing.assert_array_equal(np.asarray(order1), want[0])
+        np.testing.assert_array_equal(np.asarray(keys1), u[0][want[0]])
+    radix = jax.vmap(ranking.radix_sort_keys)(jnp.asarray(u))
+    np.testing.assert_array_equal(np.asarray(radix[0]), want)
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_counts_below_and_group_start_against_brute_force(seed):
     rng = np.random.default_rng(seed)

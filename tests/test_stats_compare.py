@@ -267,10 +267,11 @@ def test_sign_flip_pvalues_do_not_depend_on_the_sign_block(monkeypatch) -> None:
         assert whole[j] == (1 + hits) / 1000
 
 
-@pytest.mark.parametrize("n", [12, 80])
+@pytest.mark.parametrize("n", [8, 12, 30, 80])
 def test_wilcoxon_pvalues_equal_scipy_column_by_column(n: int) -> None:
-    """Grouped and vectorised for large columns, looped for small ones: each column equals
-    scipy.stats.wilcoxon(zsplit) on its paired cases."""
+    """Grouped and vectorised (small columns in a clean and a zeros-or-ties batch, as
+    scipy picks one method per call): each column equals scipy.stats.wilcoxon(zsplit) on
+    its paired cases. n = 8 and 12: exact or permutation; 30: exact or normal; 80: normal."""
     from scipy import stats
 
     from benchmark.stats.permutation import wilcoxon_pvalues
@@ -280,6 +281,7 @@ def test_wilcoxon_pvalues_equal_scipy_column_by_column(n: int) -> None:
     d[:3, 0] = 0.0  # zeros (zsplit)
     d[:, 1] = 0.0  # no non-zero difference: NaN
     d[4, 2] = d[5, 2]  # a tie
+    d[6, 5] = -d[7, 5]  # a tie of |d|
     paired = np.ones_like(d, bool)
     paired[::3, 3] = False  # its own group
     paired[:, 4] = False

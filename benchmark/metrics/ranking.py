@@ -22,6 +22,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 
@@ -178,6 +179,37 @@ def radix_sort_keys(u: jax.Array) -> tuple[jax.Array, jax.Array]:
     return order, cur
 
 
+def _numpy_sort_keys(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`radix_sort_keys` in numpy over the last axis of ``(..., P)`` keys: one sort of
+    ``key << 32 | flat index`` (uint64), so ties keep flat-index order here too."""
+    u = np.asarray(u, dtype=np.uint32)
+    packed = (u.astype(np.uint64) << np.uint64(32)) | np.arange(u.shape[-1], dtype=np.uint64)
+    packed.sort(axis=-1)
+    words = packed.view(np.uint32).reshape(*u.shape, 2)  # (low, high) word of each uint64
+    low, high = (0, 1) if np.little_endian else (1, 0)
+    return words[..., low].astype(np.int32), words[..., high].copy()
+
+
+def host_sort_keys(u: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """:func:`radix_sort_keys` by numpy on the host, for CPU backends; the same result.
+
+    numpy's SIMD sort (AVX2 / AVX-512) of the packed uint64 is about 9x faster than the
+    radix sort's two passes of XLA:CPU's sort (256 maps of 224 x 224: 0.18 against
+    1.6 s). Under ``vmap`` the callback gets the whole batch ``(N, P)`` at once.
+    """
+    shapes = (jax.ShapeDtypeStruct(u.shape, jnp.int32), jax.ShapeDtypeStruct(u.shape, u.dtype))
+    order, keys = jax.pure_callback(_numpy_sort_keys, shapes, u, vmap_method="expand_dims")
+    return order, keys
+
+
+def sort_keys(u: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(order, sorted keys)`` of uint32 keys ``u``, shape (P,), ties by flat index:
+    numpy's sort on CPU (:func:`host_sort_keys`), the radix sort of XLA sorts elsewhere
+    (:func:`radix_sort_keys`, fast on GPU). Both give the same arrays."""
+    order, keys = lax.platform_dependent(u, cpu=host_sort_keys, default=radix_sort_keys)
+    return order, keys
+
+
 def ascending(u: jax.Array) -> KeyOrder:
     """:class:`KeyOrder` of order keys ``u``.
 
@@ -185,7 +217,7 @@ def ascending(u: jax.Array) -> KeyOrder:
     are exactly equal values of S over Ω (-0.0 and 0.0 included), the same tie groups as
     :func:`descending`, and pixels outside Ω (key 0) sort below every pixel of Ω.
     """
-    order, keys = radix_sort_keys(u)
+    order, keys = sort_keys(u)
     new = keys[1:] != keys[:-1]
     is_first = jnp.concatenate([jnp.ones(1, bool), new])
     is_last = jnp.concatenate([new, jnp.ones(1, bool)])

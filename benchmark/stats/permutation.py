@@ -30,6 +30,9 @@ _REL_TOL = 100 * np.finfo(np.float64).eps
 _CHUNK = 256
 #: Largest n for which scipy's ``wilcoxon(method="auto")`` is exact (scipy 1.9-1.17).
 _WILCOXON_EXACT_MAX = 50
+#: Largest n for which it runs a permutation test when there are zeros or ties (2**n
+#: sign vectors fit its default resamples; scipy 1.13-1.17).
+_WILCOXON_PERMUTATION_MAX = 13
 #: Entries of the Monte Carlo sign matrix held at once (16 MB of float64).
 _SIGN_BLOCK = 1 << 21
 #: Pairs per chunk of the Monte Carlo statistics from the arms (``_ARM_CHUNK x rows``
@@ -197,9 +200,11 @@ def wilcoxon_pvalues(d: np.ndarray, paired: np.ndarray) -> np.ndarray:
     p = np.full(d.shape[1], np.nan)
     usable = np.flatnonzero((paired.sum(axis=0) >= 2) & (paired & (d != 0)).any(axis=0))
     packed = np.packbits(paired, axis=0)
-    # Columns with the same paired cases and more than _WILCOXON_EXACT_MAX of them (scipy's
-    # normal approximation) go through one vectorised call: same p-values, ~100x faster
-    # than a loop. scipy's vectorised exact path is slow, so small columns stay in a loop.
+    # Columns with the same paired cases go through one vectorised scipy call: same
+    # p-values, ~100x faster than a loop. scipy picks one method per call, and below
+    # _WILCOXON_EXACT_MAX cases the exact one only when no column has a zero or a tie, so
+    # small columns are called in two batches: clean (exact) and the others (the normal
+    # approximation, or a permutation test up to _WILCOXON_PERMUTATION_MAX cases, looped).
     groups: dict[bytes, list[int]] = {}
     for j in usable.tolist():
         groups.setdefault(packed[:, j].tobytes(), []).append(j)
@@ -207,12 +212,22 @@ def wilcoxon_pvalues(d: np.ndarray, paired: np.ndarray) -> np.ndarray:
         warnings.simplefilter("ignore", UserWarning)
         for cols in groups.values():
             rows = paired[:, cols[0]]
-            if rows.sum() > _WILCOXON_EXACT_MAX and len(cols) > 1:
-                p[cols] = stats.wilcoxon(d[rows][:, cols], zero_method="zsplit",
-                                         axis=0).pvalue
-                continue
-            for j in cols:
-                p[j] = stats.wilcoxon(d[rows, j], zero_method="zsplit").pvalue
+            block = d[rows][:, cols]
+            n = int(rows.sum())
+            if n > _WILCOXON_EXACT_MAX:
+                batches = [np.arange(len(cols))]
+            else:
+                a = np.sort(np.abs(block), axis=0)
+                clean = (a[0] > 0) & (np.diff(a, axis=0) > 0).all(axis=0)
+                batches = [np.flatnonzero(clean), np.flatnonzero(~clean)]
+                if n <= _WILCOXON_PERMUTATION_MAX:
+                    batches = batches[:1] + [np.array([k]) for k in batches[1]]
+            for k in batches:
+                if k.size == 1:
+                    p[cols[k[0]]] = stats.wilcoxon(block[:, k[0]], zero_method="zsplit").pvalue
+                elif k.size:
+                    p[np.asarray(cols)[k]] = stats.wilcoxon(block[:, k], zero_method="zsplit",
+                                                            axis=0).pvalue
     return p
 
 
