@@ -45,6 +45,9 @@ def main() -> None:
     regression gate (1)."""
     import traceback
 
+    from benchmark.compile_cache import enable
+
+    enable()  # before any stage imports JAX
     try:
         app(standalone_mode=True)
     except SystemExit:
