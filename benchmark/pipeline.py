@@ -497,11 +497,11 @@ def _score_block(
     """Scores (one frame per reference x metric) and curve points of one block of maps.
 
     Each frame is built by one constructor in its final column order: thousands of them
-    per run, where copying a frame and adding columns one by one cost seconds.
+    per run, where copying a frame and adding columns one by one cost about twice as much.
     """
     ds = p.data.dataset
     rows = ds.index.iloc[pos]
-    meta = {"model": model, "split": rows["split"].to_numpy(), "method": method,
+    meta: dict[str, Any] = {"model": model, "split": rows["split"].to_numpy(), "method": method,
             "case_id": rows["case_id"].to_numpy(), "image_id": rows["image_id"].to_numpy()}
     region = ds.roi(pos) if p.config.roi else None
     groups = ds.spacing_groups(pos)
