@@ -80,3 +80,35 @@ def test_annotator_table_lists_the_single_annotator_estimates(run_ctx):
             & (s.reference == "annotator:a1") & (s.metric == ctx.headline_metric)].iloc[0]
     line = next(ln for ln in table.splitlines() if ln.startswith("| clean | gradcam"))
     assert f"{row.estimate:.2f}" in line.split("|")[-2]
+
+
+_FOREST_JSON = """
+import sys
+sys.path.insert(0, sys.argv[2])
+from pathlib import Path
+from benchmark.report import agreement
+from benchmark.report.context import resolve_context
+from benchmark.store import Run
+run = Run.open(Path(sys.argv[1]))
+ctx = resolve_context(run)
+fig = agreement.forest_all_figure(ctx, run.summary, None)
+print(fig.to_json())
+"""
+
+
+def test_forest_figure_is_the_same_under_any_hash_seed(run_ctx):
+    """The report is byte-for-byte reproducible: nothing may follow set or dict orders
+    that change from one process to the next (plotly's layout keys did)."""
+    import os
+    import subprocess
+    import sys
+
+    run, _ = run_ctx
+    outs = []
+    for seed in ("1", "2", "3"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        proc = subprocess.run(
+            [sys.executable, "-c", _FOREST_JSON, str(run.path), str(Path(__file__).parent)],
+            env=env, capture_output=True, text=True, check=True)
+        outs.append(proc.stdout)
+    assert outs[0] and outs[0] == outs[1] == outs[2]

@@ -52,7 +52,9 @@ def forest_all_figure(
         start = len(data)
         data += [{**trace, "visible": i == 0} for trace in traces]
         spans.append((start, len(data)))
-    x_axes = [k for k in frame.layout if k.startswith("xaxis")]
+    # Sorted: plotly's layout iterates its keys in a per-process order, and the report
+    # must be byte-for-byte the same on every render of the same run.
+    x_axes = sorted(k for k in frame.layout if k.startswith("xaxis"))
     buttons = []
     for i, ((ref, metric), (_, shapes)) in enumerate(zip(views, parts, strict=True)):
         visible = [spans[i][0] <= k < spans[i][1] for k in range(len(data))]

@@ -40,6 +40,7 @@ import io
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -345,35 +346,40 @@ def _gap(width: int) -> int:
     return max(1, round(GAP * width))
 
 
+#: Figure layout in inches: margins, the title band above each row, the colour-scale
+#: footer, the width of every figure.
+LEFT, RIGHT, TOP, TITLE_H, BOTTOM, WIDTH = 0.5, 0.18, 0.3, 0.4, 0.85, 9.6
+_PANEL_W = (WIDTH - LEFT - RIGHT) / (4 + 3 * GAP)
+
+
 def render_rows_png(rows: list[_Row], *, title: str, region_label: str) -> bytes:
     """One PNG: a row per entry (CT | saliency | graded | attention vs consensus).
 
     Each row is one image in one axes (four axes per row made drawing several times
     slower); the layout is fixed in inches, so every figure has the same width. Every
     row's arrays are ``(H, W)`` (a slice for volumes), the same for all rows; a panel is
-    ``H * pixel_aspect / W`` times as high as it is wide.
+    ``H * pixel_aspect / W`` times as high as it is wide. The colour scales below the rows
+    are the same in every figure: drawn once (:func:`_footer`) and copied in.
     """
     h, w = rows[0].ct.shape
     gap = _gap(w)
-    left, right, top, title_h, bottom, width = 0.5, 0.18, 0.3, 0.4, 0.85, 9.6
-    panel_w = (width - left - right) / (4 + 3 * GAP)
-    panel_h = panel_w * h * rows[0].pixel_aspect / w
-    height = top + len(rows) * (title_h + panel_h) + bottom
-    fig = Figure(figsize=(width, height), dpi=DPI)
+    panel_h = _PANEL_W * h * rows[0].pixel_aspect / w
+    height = TOP + len(rows) * (TITLE_H + panel_h) + BOTTOM
+    fig = Figure(figsize=(WIDTH, height), dpi=DPI)
 
     def rect(x: float, y_top: float, rw: float, rh: float) -> tuple[float, float, float, float]:
-        return (x / width, 1 - (y_top + rh) / height, rw / width, rh / height)
+        return (x / WIDTH, 1 - (y_top + rh) / height, rw / WIDTH, rh / height)
 
     for i, row in enumerate(rows):
-        y = top + i * (title_h + panel_h) + title_h
-        ax = fig.add_axes(rect(left, y, width - left - right, panel_h))
+        y = TOP + i * (TITLE_H + panel_h) + TITLE_H
+        ax = fig.add_axes(rect(LEFT, y, WIDTH - LEFT - RIGHT, panel_h))
         ax.imshow(_panels(row), interpolation="nearest", aspect="auto")
         # No axis at all: creating its ticks (even to hide them) and updating data limits
         # per patch cost more than drawing the row. The label sits where a y label would.
         ax.set_axis_off()
         ax.annotate(mpl_text(row.label), (0, 0.5), xycoords="axes fraction", xytext=(-4, 0),
                     textcoords="offset points", rotation=90, ha="right", va="center",
-                    fontsize=9)
+                    multialignment="center", fontsize=9)
         texts = [row.image_title, row.saliency_title, "graded importance", row.metric_title]
         for j, text in enumerate(texts):
             x0 = j * (w + gap)
@@ -385,6 +391,30 @@ def render_rows_png(rows: list[_Row], *, title: str, region_label: str) -> bytes
             ax.contour(np.arange(w) + 3 * (w + gap), np.arange(h),
                        row.consensus.astype(float), levels=[0.5], colors=CONSENSUS_COLOUR,
                        linewidths=1.4)
+    fig.suptitle(mpl_text(title), fontsize=11, y=1 - 0.1 / height, va="top")
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    pixels = np.asarray(canvas.buffer_rgba())[..., :3].copy()
+    # Pixel rows count from the bottom edge in both figures, at the same DPI, so the
+    # footer lands on exactly the pixels it would have been drawn on here.
+    footer = _footer(region_label)
+    pixels[-footer.shape[0]:] = footer
+    # RGB, not matplotlib's RGBA (the figure is opaque): ~8 % smaller. No "Software"
+    # chunk either: the PNG bytes depend only on the data (reproducible).
+    buf = io.BytesIO()
+    Image.fromarray(pixels, "RGB").save(buf, format="png")
+    return buf.getvalue()
+
+
+@lru_cache(maxsize=8)
+def _footer(region_label: str) -> np.ndarray:
+    """The colour scales and the legend under the rows: RGB pixels ``(BOTTOM * DPI, WIDTH *
+    DPI, 3)``, read-only (the same for every figure of a report)."""
+    fig = Figure(figsize=(WIDTH, BOTTOM), dpi=DPI)
+
+    def rect(x: float, y_top: float, rw: float, rh: float) -> tuple[float, float, float, float]:
+        return (x / WIDTH, 1 - (y_top + rh) / BOTTOM, rw / WIDTH, rh / BOTTOM)
+
     scales: list[tuple[Colormap, Normalize, list[float], str]] = [
         (colormaps["gray"], Normalize(*HU_WINDOW), [float(t) for t in HU_TICKS], "HU"),
         (colormaps[SALIENCY_CMAP], Normalize(0, 1), [0, 0.5, 1],
@@ -392,10 +422,10 @@ def render_rows_png(rows: list[_Row], *, title: str, region_label: str) -> bytes
         (colormaps[GRADED_CMAP], Normalize(0, 1), [0, 0.5, 1],
          "graded importance (share of annotators)"),
     ]
-    step = panel_w * (1 + GAP)
-    y_bar = height - bottom + 0.25
+    step = _PANEL_W * (1 + GAP)
+    y_bar = 0.25
     for j, (cmap, norm, ticks, label) in enumerate(scales):
-        cax = fig.add_axes(rect(left + j * step + 0.1 * panel_w, y_bar, 0.8 * panel_w, 0.12))
+        cax = fig.add_axes(rect(LEFT + j * step + 0.1 * _PANEL_W, y_bar, 0.8 * _PANEL_W, 0.12))
         cbar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), cax=cax,
                             orientation="horizontal")
         cbar.set_ticks(ticks)
@@ -405,18 +435,14 @@ def render_rows_png(rows: list[_Row], *, title: str, region_label: str) -> bytes
         handles=[Patch(color=(*ATTENTION_RGB, 0.6), label=f"attention ({region_label})"),
                  Patch(facecolor="none", edgecolor=CONSENSUS_COLOUR, linewidth=1.4,
                        label="consensus")],
-        loc="center", bbox_to_anchor=rect(left + 3 * step, y_bar - 0.2, panel_w, 0.5),
+        loc="center", bbox_to_anchor=rect(LEFT + 3 * step, y_bar - 0.2, _PANEL_W, 0.5),
         fontsize=7, frameon=False, ncols=1,
     )
-    fig.suptitle(mpl_text(title), fontsize=11, y=1 - 0.1 / height, va="top")
     canvas = FigureCanvasAgg(fig)
     canvas.draw()
-    # RGB, not matplotlib's RGBA (the figure is opaque): ~8 % smaller. No "Software"
-    # chunk either: the PNG bytes depend only on the data (reproducible).
-    image = Image.frombuffer("RGBA", canvas.get_width_height(), canvas.buffer_rgba())
-    buf = io.BytesIO()
-    image.convert("RGB").save(buf, format="png")
-    return buf.getvalue()
+    pixels = np.asarray(canvas.buffer_rgba())[..., :3].copy()
+    pixels.flags.writeable = False
+    return pixels
 
 
 class _Gallery:
