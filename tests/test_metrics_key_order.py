@@ -126,9 +126,13 @@ def test_radix_sort_is_a_stable_sort(size):
 
 
 @pytest.mark.parametrize("size", [1, 2, 300, 2**16 + 3])
-def test_host_sort_equals_the_radix_sort(size):
+@pytest.mark.parametrize("block", [None, 300])
+def test_host_sort_equals_the_radix_sort(size, block, monkeypatch):
     # CPU runs sort_keys on the host (numpy); GPUs run the radix sort. Same arrays, ties
-    # in flat-index order, alone, batched under vmap and inside jit.
+    # in flat-index order, alone, batched under vmap and inside jit; block=300 sorts the
+    # batch a row or a few rows at a time.
+    if block is not None:
+        monkeypatch.setattr(ranking, "_HOST_SORT_BLOCK", block)  # read when called
     rng = np.random.default_rng(size)
     u = rng.integers(0, 2**32, (3, size), dtype=np.uint64).astype(np.uint32)
     u[rng.random((3, size)) < 0.5] = np.uint32(0x80000000)

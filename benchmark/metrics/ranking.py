@@ -179,15 +179,29 @@ def radix_sort_keys(u: jax.Array) -> tuple[jax.Array, jax.Array]:
     return order, cur
 
 
+#: Keys packed and sorted at once on the host (8 MB of uint64): memory stays bounded for
+#: large chunks of 3D volumes, and blocks near the cache sort faster (256 maps of
+#: 224 x 224: 0.14 s in blocks against 0.18 s at once).
+_HOST_SORT_BLOCK = 1 << 20
+
+
 def _numpy_sort_keys(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """:func:`radix_sort_keys` in numpy over the last axis of ``(..., P)`` keys: one sort of
     ``key << 32 | flat index`` (uint64), so ties keep flat-index order here too."""
     u = np.asarray(u, dtype=np.uint32)
-    packed = (u.astype(np.uint64) << np.uint64(32)) | np.arange(u.shape[-1], dtype=np.uint64)
-    packed.sort(axis=-1)
-    words = packed.view(np.uint32).reshape(*u.shape, 2)  # (low, high) word of each uint64
-    low, high = (0, 1) if np.little_endian else (1, 0)
-    return words[..., low].astype(np.int32), words[..., high].copy()
+    flat = u.reshape(-1, u.shape[-1])
+    order = np.empty(flat.shape, np.int32)
+    keys = np.empty(flat.shape, np.uint32)
+    index = np.arange(flat.shape[1], dtype=np.uint64)
+    low, high = (0, 1) if np.little_endian else (1, 0)  # words of each uint64
+    rows = max(1, _HOST_SORT_BLOCK // max(flat.shape[1], 1))
+    for a in range(0, flat.shape[0], rows):
+        packed = (flat[a:a + rows].astype(np.uint64) << np.uint64(32)) | index
+        packed.sort(axis=-1)
+        words = packed.view(np.uint32).reshape(*packed.shape, 2)
+        order[a:a + rows] = words[..., low]
+        keys[a:a + rows] = words[..., high]
+    return order.reshape(u.shape), keys.reshape(u.shape)
 
 
 def host_sort_keys(u: jax.Array) -> tuple[jax.Array, jax.Array]:
