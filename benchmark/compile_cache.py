@@ -53,9 +53,12 @@ def cache_dir(env: MutableMapping[str, str] | None = None) -> Path | None:
     setting = env.get(ENV, "").strip()
     if setting.lower() in _OFF:
         return None
-    if setting:
-        return Path(setting).expanduser()
-    base = Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    try:  # no home folder (no HOME, no passwd entry): no cache, not a crash
+        if setting:
+            return Path(setting).expanduser()
+        base = Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    except RuntimeError:
+        return None
     return base / "saliency-bench" / "jax" / cpu_tag()
 
 

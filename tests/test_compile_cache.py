@@ -40,6 +40,16 @@ def test_enable_sets_jax_settings_and_keeps_the_users(tmp_path: Path) -> None:
     assert compile_cache.enable(off) is None and "JAX_COMPILATION_CACHE_DIR" not in off
 
 
+def test_no_home_folder_means_no_cache_not_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_home() -> Path:
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr(Path, "home", staticmethod(no_home))
+    env: dict[str, str] = {}
+    assert compile_cache.cache_dir(env) is None
+    assert compile_cache.enable(env) is None and not env
+
+
 def test_enable_without_a_writable_folder_runs_without_a_cache(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")

@@ -212,3 +212,31 @@ def test_attention_region_is_the_metric_kernels_top_k_region() -> None:
                         for m in maps])
     iou = compute(maps, regions.astype(np.float32), ["iou@top15"], seed=seed)["iou@top15"]
     np.testing.assert_array_equal(iou, 1.0)
+
+
+def test_colour_scale_footer_is_pasted_on_top_and_keeps_a_long_label_visible() -> None:
+    """The footer is drawn once and copied into each figure: its pixels exactly, and a
+    row label long enough to reach into the footer band is not erased around it."""
+    import io
+
+    from PIL import Image
+
+    from benchmark.report import gallery
+
+    rng = np.random.default_rng(0)
+    side = 32
+    cons = np.zeros((side, side), bool)
+    cons[8:20, 8:20] = True
+    sal = rng.random((side, side)).astype(np.float32)
+    row = gallery._Row(rng.normal(-500, 300, (side, side)).astype(np.float32), sal,
+                       rng.random((side, side)).astype(np.float32), cons, sal > 0.85,
+                       "model " + "/very/long/checkpoint/path" * 6, "CT", "saliency", "0.5")
+    image = np.asarray(Image.open(io.BytesIO(
+        gallery.render_rows_png([row], title="t", region_label="top 15 %"))))
+    footer = gallery._footer("top 15 %")
+    band = image[-footer.shape[0]:]
+    drawn = (footer != 255).any(axis=-1)
+    np.testing.assert_array_equal(band[drawn], footer[drawn])
+    left_margin = band[:, : int(gallery.LEFT * gallery.DPI) - 4]
+    assert not drawn[:, : left_margin.shape[1]].any()  # the footer leaves it white
+    assert (left_margin != 255).any(), "the long label was erased by the footer"

@@ -396,9 +396,13 @@ def render_rows_png(rows: list[_Row], *, title: str, region_label: str) -> bytes
     canvas.draw()
     pixels = np.asarray(canvas.buffer_rgba())[..., :3].copy()
     # Pixel rows count from the bottom edge in both figures, at the same DPI, so the
-    # footer lands on exactly the pixels it would have been drawn on here.
+    # footer lands on exactly the pixels it would have been drawn on here; only its drawn
+    # (non-white) pixels are copied, on top, as the colour scales used to be drawn: a
+    # long row label reaching into the band stays visible around them.
     footer = _footer(region_label)
-    pixels[-footer.shape[0]:] = footer
+    band = pixels[-footer.shape[0]:]
+    drawn = (footer != 255).any(axis=-1)
+    band[drawn] = footer[drawn]
     # RGB, not matplotlib's RGBA (the figure is opaque): ~8 % smaller. No "Software"
     # chunk either: the PNG bytes depend only on the data (reproducible).
     buf = io.BytesIO()
