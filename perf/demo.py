@@ -19,6 +19,10 @@ the imports, JAX compilation and the map computations a user pays once installed
   process of the tree).
 
 Then ``bench report RUN`` ``--repeat`` times on the last run directory (re-render only).
+The ``bench`` commands keep compiled JAX kernels on disk (``benchmark.compile_cache``), so
+a run after the first compiles less: ``--jax-cache fresh`` starts from an empty cache
+(what a new installation sees), ``off`` compiles everything in every run; the line
+printed first says which cache the runs use and how full it was.
 Every figure is the median over the repeats (min..max beside it). The machine is shared
 and noisy: ``uptime``'s load average is printed before and after; the script asserts
 nothing about time.
@@ -37,6 +41,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchmark import compile_cache
 
 STAGES = ("load", "predict", "explain", "score", "checks", "analyse", "report")
 BENCH = str(Path(sys.executable).with_name("bench"))
@@ -79,15 +85,34 @@ def _fmt(values: list[float]) -> str:
     return f"{med:7.1f} s  ({min(values):.1f}..{max(values):.1f})"
 
 
+def _jax_cache(mode: str) -> str:
+    """Set up the compile cache the child processes use; a line saying which it is."""
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return f"JAX compile cache: yours, {os.environ['JAX_COMPILATION_CACHE_DIR']}"
+    if mode == "off":
+        os.environ[compile_cache.ENV] = "off"
+        return "JAX compile cache: off (every run compiles its kernels)"
+    if mode == "fresh":
+        os.environ[compile_cache.ENV] = tempfile.mkdtemp(prefix="perf-demo-jax-")
+    folder = compile_cache.cache_dir()
+    entries = len(list(folder.glob("*-cache"))) if folder and folder.is_dir() else 0
+    return f"JAX compile cache: {folder} ({entries} entries before the first run)"
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--args", default="", help="extra `bench run` arguments (one string)")
     ap.add_argument("--keep", type=Path, default=None, help="keep the run directories here")
+    ap.add_argument("--jax-cache", choices=("default", "fresh", "off"), default="default",
+                    help="the bench commands' compiled-kernel cache: the user's (default), "
+                         "a new empty one (the first run compiles, as after installing), "
+                         "or none")
     args = ap.parse_args(argv)
     extra = shlex.split(args.args)
     print(f"bench run {' '.join(extra) or '(demo defaults)'}; {args.repeat} fresh runs; "
           f"{_load()}")
+    print(_jax_cache(args.jax_cache))
     base = args.keep or Path(tempfile.mkdtemp(prefix="perf-demo-"))
     walls: list[float] = []
     stages: dict[str, list[float]] = {s: [] for s in STAGES}
