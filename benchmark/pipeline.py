@@ -496,13 +496,12 @@ def _score_block(
 ) -> tuple[list[pd.DataFrame], pd.DataFrame]:
     """Scores (one frame per reference x metric) and curve points of one block of maps.
 
-    Each frame is built by one constructor in its final column order: thousands of them
-    per run, where copying a frame and adding columns one by one cost about twice as much.
+    Each frame is built by one constructor: thousands of them per run, where copying a
+    frame and adding columns one by one cost about twice as much.
     """
     ds = p.data.dataset
     rows = ds.index.iloc[pos]
-    meta: dict[str, Any] = {"model": model, "split": rows["split"].to_numpy(), "method": method,
-            "case_id": rows["case_id"].to_numpy(), "image_id": rows["image_id"].to_numpy()}
+    ids = {c: rows[c].to_numpy() for c in ("split", "case_id", "image_id")}
     region = ds.roi(pos) if p.config.roi else None
     groups = ds.spacing_groups(pos)
     frames = []
@@ -514,14 +513,14 @@ def _score_block(
         )
         for metric, resolved in names.items():
             frames.append(pd.DataFrame({
-                **meta, "reference": ref, "metric": metric,
+                "model": model, "method": method, **ids, "reference": ref, "metric": metric,
                 "value": np.asarray(values[resolved], dtype=np.float64),
             }))
     curve = compute_curve(maps, ds.reference(pos, p.tune_reference), _curve_metric(p),
                           DEFAULT_GRID, sign=p.config.sign, roi=region, stream_length=stream)
     n_tau = len(DEFAULT_GRID)
     f = pd.DataFrame({
-        **{k: v if isinstance(v, str) else np.repeat(v, n_tau) for k, v in meta.items()},
+        "model": model, "method": method, **{c: np.repeat(v, n_tau) for c, v in ids.items()},
         "reference": p.tune_reference, "metric": _curve_metric(p),
         "threshold": np.tile(DEFAULT_GRID, len(pos)), "value": curve.ravel(),
     })

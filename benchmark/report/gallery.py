@@ -352,6 +352,13 @@ LEFT, RIGHT, TOP, TITLE_H, BOTTOM, WIDTH = 0.5, 0.18, 0.3, 0.4, 0.85, 9.6
 _PANEL_W = (WIDTH - LEFT - RIGHT) / (4 + 3 * GAP)
 
 
+def _rect(height: float, x: float, y_top: float, rw: float, rh: float
+          ) -> tuple[float, float, float, float]:
+    """Figure coordinates of a box given in inches from the top-left corner of a figure
+    ``WIDTH`` x ``height`` inches."""
+    return (x / WIDTH, 1 - (y_top + rh) / height, rw / WIDTH, rh / height)
+
+
 def render_rows_png(rows: list[_Row], *, title: str, region_label: str) -> bytes:
     """One PNG: a row per entry (CT | saliency | graded | attention vs consensus).
 
@@ -366,13 +373,9 @@ def render_rows_png(rows: list[_Row], *, title: str, region_label: str) -> bytes
     panel_h = _PANEL_W * h * rows[0].pixel_aspect / w
     height = TOP + len(rows) * (TITLE_H + panel_h) + BOTTOM
     fig = Figure(figsize=(WIDTH, height), dpi=DPI)
-
-    def rect(x: float, y_top: float, rw: float, rh: float) -> tuple[float, float, float, float]:
-        return (x / WIDTH, 1 - (y_top + rh) / height, rw / WIDTH, rh / height)
-
     for i, row in enumerate(rows):
         y = TOP + i * (TITLE_H + panel_h) + TITLE_H
-        ax = fig.add_axes(rect(LEFT, y, WIDTH - LEFT - RIGHT, panel_h))
+        ax = fig.add_axes(_rect(height, LEFT, y, WIDTH - LEFT - RIGHT, panel_h))
         ax.imshow(_panels(row), interpolation="nearest", aspect="auto")
         # No axis at all: creating its ticks (even to hide them) and updating data limits
         # per patch cost more than drawing the row. The label sits where a y label would.
@@ -415,10 +418,6 @@ def _footer(region_label: str) -> np.ndarray:
     """The colour scales and the legend under the rows: RGB pixels ``(BOTTOM * DPI, WIDTH *
     DPI, 3)``, read-only (the same for every figure of a report)."""
     fig = Figure(figsize=(WIDTH, BOTTOM), dpi=DPI)
-
-    def rect(x: float, y_top: float, rw: float, rh: float) -> tuple[float, float, float, float]:
-        return (x / WIDTH, 1 - (y_top + rh) / BOTTOM, rw / WIDTH, rh / BOTTOM)
-
     scales: list[tuple[Colormap, Normalize, list[float], str]] = [
         (colormaps["gray"], Normalize(*HU_WINDOW), [float(t) for t in HU_TICKS], "HU"),
         (colormaps[SALIENCY_CMAP], Normalize(0, 1), [0, 0.5, 1],
@@ -429,7 +428,8 @@ def _footer(region_label: str) -> np.ndarray:
     step = _PANEL_W * (1 + GAP)
     y_bar = 0.25
     for j, (cmap, norm, ticks, label) in enumerate(scales):
-        cax = fig.add_axes(rect(LEFT + j * step + 0.1 * _PANEL_W, y_bar, 0.8 * _PANEL_W, 0.12))
+        cax = fig.add_axes(_rect(BOTTOM, LEFT + j * step + 0.1 * _PANEL_W, y_bar,
+                                 0.8 * _PANEL_W, 0.12))
         cbar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), cax=cax,
                             orientation="horizontal")
         cbar.set_ticks(ticks)
@@ -439,7 +439,7 @@ def _footer(region_label: str) -> np.ndarray:
         handles=[Patch(color=(*ATTENTION_RGB, 0.6), label=f"attention ({region_label})"),
                  Patch(facecolor="none", edgecolor=CONSENSUS_COLOUR, linewidth=1.4,
                        label="consensus")],
-        loc="center", bbox_to_anchor=rect(LEFT + 3 * step, y_bar - 0.2, _PANEL_W, 0.5),
+        loc="center", bbox_to_anchor=_rect(BOTTOM, LEFT + 3 * step, y_bar - 0.2, _PANEL_W, 0.5),
         fontsize=7, frameon=False, ncols=1,
     )
     canvas = FigureCanvasAgg(fig)

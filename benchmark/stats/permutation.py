@@ -210,7 +210,8 @@ def wilcoxon_pvalues(d: np.ndarray, paired: np.ndarray) -> np.ndarray:
         groups.setdefault(packed[:, j].tobytes(), []).append(j)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        for cols in groups.values():
+        for group in groups.values():
+            cols = np.asarray(group)
             rows = paired[:, cols[0]]
             block = d[rows][:, cols]
             n = int(rows.sum())
@@ -226,8 +227,7 @@ def wilcoxon_pvalues(d: np.ndarray, paired: np.ndarray) -> np.ndarray:
                 if k.size == 1:
                     p[cols[k[0]]] = stats.wilcoxon(block[:, k[0]], zero_method="zsplit").pvalue
                 elif k.size:
-                    p[np.asarray(cols)[k]] = stats.wilcoxon(block[:, k], zero_method="zsplit",
-                                                            axis=0).pvalue
+                    p[cols[k]] = stats.wilcoxon(block[:, k], zero_method="zsplit", axis=0).pvalue
     return p
 
 
