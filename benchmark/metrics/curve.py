@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmark.metrics.compute import chunk_length, padded
+from benchmark.metrics.counting import count
 from benchmark.metrics.kernels import overlap_scores
 from benchmark.metrics.preprocess import SIGNS, apply_sign, resize_to
 from benchmark.metrics.registry import METRICS
@@ -77,14 +78,13 @@ def _curve_kernel(
             # same integers.
             def one_tau(carry: None, tau: jax.Array) -> tuple[None, tuple[jax.Array, jax.Array]]:
                 above = s_norm >= tau
-                return carry, (jnp.sum(above & omega, axis=1, dtype=jnp.int32),
-                               jnp.sum(above & g, axis=1, dtype=jnp.int32))
+                return carry, (jax.vmap(count)(above & omega), jax.vmap(count)(above & g))
 
             _, (n_a, n_ag) = jax.lax.scan(one_tau, None, taus)
             n_a, n_ag = n_a.T, n_ag.T  # (C, T)
         else:
             n_a, n_ag = jax.vmap(sorted_counts, in_axes=(0, 0, 0, None))(s_norm, omega, g, taus)
-        n_g = jnp.sum(g, axis=1, dtype=jnp.int32)[:, None]
+        n_g = jax.vmap(count)(g)[:, None]
         return overlap_scores(n_a, n_g, n_ag)[metric]
 
     return jax.jit(kernel)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from benchmark.metrics.counting import count
 from benchmark.metrics.ranking import (
     KeyOrder,
     Ranking,
@@ -43,11 +44,6 @@ def tree_sum(x: jax.Array, block: int = 64) -> jax.Array:
             x = jnp.concatenate([x, jnp.zeros(pad, x.dtype)])
         x = x.reshape(-1, min(block, x.shape[0])).sum(axis=1)
     return x[0]
-
-
-def count(mask: jax.Array) -> jax.Array:
-    """Number of True entries, int32."""
-    return jnp.sum(mask, dtype=jnp.int32)
 
 
 def _ratio(num: jax.Array, den: jax.Array) -> jax.Array:

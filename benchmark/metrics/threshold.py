@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from benchmark.metrics.counting import count
 from benchmark.metrics.ranking import descending
 
 N_OTSU_BINS = 256
@@ -124,14 +125,6 @@ def order_keys(s: jax.Array, roi: jax.Array) -> jax.Array:
     return jnp.where(roi, key, jnp.uint32(0))
 
 
-def _count(mask: jax.Array) -> jax.Array:
-    # A float32 sum of 0/1 is exact below 2**24 pixels and vectorises better than int32
-    # on XLA:CPU; larger grids count in int32.
-    if mask.shape[0] <= 2**24:
-        return jnp.sum(mask, dtype=jnp.float32).astype(jnp.int32)
-    return jnp.sum(mask, dtype=jnp.int32)
-
-
 def kth_largest_key(u: jax.Array, k: jax.Array) -> tuple[jax.Array, jax.Array]:
     """The k-th largest of ``u`` by bisection on its bits, without a sort.
 
@@ -158,7 +151,7 @@ def kth_largest_key(u: jax.Array, k: jax.Array) -> tuple[jax.Array, jax.Array]:
     ) -> tuple[jax.Array, jax.Array, jax.Array]:
         t, bit, _ = state
         cand = t | (jnp.uint32(1) << bit.astype(jnp.uint32))
-        c = _count(u >= cand)
+        c = count(u >= cand)
         return jnp.where(c >= k, cand, t), bit - 1, c == k
 
     t, _, exact = lax.while_loop(cond, body, (jnp.uint32(0), jnp.int32(31), jnp.bool_(False)))
@@ -196,8 +189,8 @@ def topk_region(s: jax.Array, roi: jax.Array, k: jax.Array, tb_ranks: jax.Array)
     t, exact = kth_largest_key(u, jnp.maximum(k, 1))
     above = u > t
     tied = (u == t) & roi
-    places = k - _count(above)  # >= 1 unless exact (then == |tied|)
-    need = ~exact & (_count(tied) > places)
+    places = k - count(above)  # >= 1 unless exact (then == |tied|)
+    need = ~exact & (count(tied) > places)
     # Largest r with #{tied, tb_rank < r} < places: r is the tb_rank of the last winner.
     n_bits = max(int(s.shape[0] - 1).bit_length(), 1)
 
@@ -207,7 +200,7 @@ def topk_region(s: jax.Array, roi: jax.Array, k: jax.Array, tb_ranks: jax.Array)
     def body(state: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
         r, bit = state
         cand = r | (jnp.int32(1) << bit)
-        c = _count(tied & (tb_ranks < cand))
+        c = count(tied & (tb_ranks < cand))
         return jnp.where(c < places, cand, r), bit - 1
 
     r, _ = lax.while_loop(cond, body, (jnp.int32(0), jnp.int32(n_bits - 1)))
