@@ -78,3 +78,37 @@ def test_unaligned_and_aligned_inputs_score_the_same():
     a, b = compute(s, g, names), compute(shifted, g.astype(np.float64), names)
     for name in names:
         np.testing.assert_array_equal(a[name], b[name])
+
+
+@pytest.mark.parametrize("sign", ["positive", "abs", "signed"])
+def test_signed_peak_is_the_max_of_the_signed_map(sign):
+    from benchmark.metrics.preprocess import SIGNS, apply_sign, signed_peak
+
+    rng = np.random.default_rng(3)
+    maps = rng.normal(size=(6, 50)).astype(np.float32)
+    maps[1] = -np.abs(maps[1])  # all negative: S+ peaks at 0
+    maps[2] = 0.0
+    maps[3] = -0.0
+    maps[4, :10] = 7.0  # tied maxima
+    maps[5] = -maps[5] * 1e-39  # subnormal
+    code = jnp.int32(SIGNS.index(sign))
+    got = jax.vmap(lambda s: signed_peak(s, code))(jnp.asarray(maps))
+    want = jax.vmap(lambda s: jnp.max(apply_sign(s, code)))(jnp.asarray(maps))
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+@pytest.mark.parametrize("sign", ["positive", "abs", "signed"])
+def test_pointing_game_with_the_whole_grid_as_roi_equals_no_roi(sign):
+    # No roi reads the peak from the raw map; an all-True roi takes the masked maximum.
+    rng = np.random.default_rng(4)
+    s = np.round(rng.normal(size=(8, 12, 12)), 1).astype(np.float32)
+    s[0] = 0.0
+    s[1] = -1.0
+    g = (rng.random((8, 12, 12)) < 0.3).astype(np.float32)
+    a = compute(s, g, ["pointing_game"], sign=sign)["pointing_game"]
+    b = compute(s, g, ["pointing_game"], sign=sign, roi=np.ones(s.shape, bool))["pointing_game"]
+    np.testing.assert_array_equal(a, b)
+    tied = np.isclose(s.reshape(8, -1), s.reshape(8, -1).max(axis=1, keepdims=True))
+    if sign == "signed":  # brute force: fractional credit over the tied maxima
+        want = (tied & (g.reshape(8, -1) > 0)).sum(axis=1) / tied.sum(axis=1)
+        np.testing.assert_allclose(a, want, rtol=1e-6)

@@ -90,16 +90,19 @@ def region_overlap(a: jax.Array, g: jax.Array) -> dict[str, jax.Array]:
 
 
 def pointing_game(
-    s: jax.Array, g: jax.Array, roi: jax.Array, hit: jax.Array | None = None
+    s: jax.Array, g: jax.Array, roi: jax.Array, hit: jax.Array | None = None,
+    peak: jax.Array | None = None,
 ) -> jax.Array:
     """|M ∩ H| / |M| with M the pixels of Ω where S is maximal and H the hit region.
 
     ``hit`` is H = {p : distance(p, G) <= tolerance} from
     :func:`benchmark.metrics.distance.tolerance_hits`; None means tolerance 0, H = G.
     Ties get fractional credit, so a constant map scores |H ∩ Ω| / |Ω| (|G| / |Ω| at
-    tolerance 0). NaN when G is empty.
+    tolerance 0). NaN when G is empty. ``peak``, optional, is max S over Ω when the
+    caller has it (:func:`benchmark.metrics.preprocess.signed_peak`).
     """
-    peak = jnp.max(jnp.where(roi, s, -jnp.inf))
+    if peak is None:
+        peak = jnp.max(jnp.where(roi, s, -jnp.inf))
     m = roi & (s == peak)
     h = g if hit is None else hit
     return jnp.where(count(g) > 0, _ratio(count(m & h), count(m)), NAN)

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from benchmark.metrics import distance, graded, kernels, ranking, similarity
-from benchmark.metrics.preprocess import apply_sign, resize_to
+from benchmark.metrics.preprocess import apply_sign, resize_to, signed_peak
 from benchmark.metrics.threshold import (
     minmax_normalise,
     order_keys,
@@ -161,7 +161,10 @@ def _score_image(
             out.append(kernels.rank_accuracy(top_g, g))
         elif name == "pointing_game":
             h = hit if plan.pointing_tolerance else None
-            out.append(kernels.pointing_game(s, g, omega, h))
+            # Over the whole grid the peak comes from the raw map (a plain reduction).
+            whole = not plan.has_roi and plan.saliency_shape == plan.reference_shape
+            peak = signed_peak(s_raw, sign_code) if whole else None
+            out.append(kernels.pointing_game(s, g, omega, h, peak))
         elif name in _BINARY:
             out.append(_BINARY[name](s, g, omega))
         elif name in _SORTED:
