@@ -117,8 +117,9 @@ def group_rows(frame: pd.DataFrame, by: Sequence[str]) -> tuple[np.ndarray, pd.D
     ``ngroup()`` as int64 and the group keys as a DataFrame (one row per group, in
     group-number order). Each key column is factorized once, sorted, and the codes are
     combined into one int64 key per row whose order is the lexicographic order of the
-    groups; present keys are numbered through a dense table. pandas' groupby does more
-    work for the same numbers (300,000 rows x 5 string columns: about 4x the time).
+    groups; present keys are numbered through a dense table. The same numbers as
+    pandas' groupby in less time (900,000 rows x 5 columns: 0.12 -> 0.10 s with Arrow
+    strings, 1.0 -> 0.26 s with object strings, 0.21 -> 0.04 s with categoricals).
     Missing keys, keys that do not sort, or too many combinations take pandas' path.
     """
     by = list(by)
