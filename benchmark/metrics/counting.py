@@ -4,7 +4,8 @@ XLA:CPU emits a fused ``sum(mask)`` over a whole image as a scalar loop (about 3
 256 maps of 224 x 224, whatever the accumulator type), but vectorises a sum of short
 int8 rows: 0/1 values summed in blocks of at most 127 cannot overflow int8, and the block
 totals are then summed in int32. The result is the same integer, 3-5x sooner
-(``perf/metrics.py``). Every count of the metric kernels goes through :func:`count`.
+(figures in ``perf/RESULTS.md``, item 1). Every count of the metric kernels goes
+through :func:`count`.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ the argument and the allowed values.
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Sequence
 from typing import Any
@@ -108,6 +109,18 @@ def check_values(frame: pd.DataFrame, name: str) -> np.ndarray:
 #: Largest product of the key columns' distinct counts that is mapped to group numbers
 #: through a dense table (one int64 per possible key); larger products sort the keys.
 _DENSE_KEYS = 1 << 22
+#: Combined int64 keys of several columns stay below this (else the general path).
+_KEY_LIMIT = 2**62
+
+
+def _combined_key(codes: Sequence[np.ndarray], sizes: Sequence[int]) -> np.ndarray:
+    """One int64 per row: the mixed-radix number of its codes (first column most
+    significant, ``codes[i] < sizes[i]``), so keys order as the code tuples do.
+    The caller checks ``prod(sizes) < _KEY_LIMIT``."""
+    key = np.zeros(len(codes[0]), np.int64)
+    for col_codes, size in zip(codes, sizes, strict=True):
+        key = key * size + col_codes
+    return key
 
 
 def group_rows(frame: pd.DataFrame, by: Sequence[str]) -> tuple[np.ndarray, pd.DataFrame]:
@@ -129,11 +142,9 @@ def group_rows(frame: pd.DataFrame, by: Sequence[str]) -> tuple[np.ndarray, pd.D
         cell = groups.ngroup().to_numpy(dtype=np.int64)
         return cell, groups.size().index.to_frame(index=False)
     codes, uniques = fast
-    key = np.zeros(len(frame), np.int64)
-    radix = 1
-    for col_codes, col_uniques in zip(codes, uniques, strict=True):
-        key = key * len(col_uniques) + col_codes
-        radix *= len(col_uniques)
+    sizes = [len(col_uniques) for col_uniques in uniques]
+    key = _combined_key(codes, sizes)
+    radix = math.prod(sizes)
     if radix <= _DENSE_KEYS:
         present = np.bincount(key, minlength=radix) > 0
         group_keys = np.flatnonzero(present)
@@ -169,7 +180,7 @@ def _group_codes(
         if len(col_uniques) == 0 or (col_codes < 0).any():  # NA keys
             return None
         radix *= len(col_uniques)
-        if radix >= 2**62:
+        if radix >= _KEY_LIMIT:
             return None
         codes.append(col_codes.astype(np.int64, copy=False))
         uniques.append(col_uniques)
@@ -193,15 +204,11 @@ def check_unique_rows(
     dup = None
     if groups is not None:
         columns, codes, n_groups = groups
-        key = codes.astype(np.int64)
-        radix = max(n_groups, 1)
-        for col in (k for k in keys if k not in columns):
-            col_codes, uniques = pd.factorize(frame[col], use_na_sentinel=False)
-            radix *= max(len(uniques), 1)
-            if radix >= 2**62:  # the combined key would overflow: the general path
-                break
-            key = key * max(len(uniques), 1) + col_codes
-        else:
+        extra = [pd.factorize(frame[col], use_na_sentinel=False)
+                 for col in keys if col not in columns]
+        sizes = [max(n_groups, 1), *(max(len(uniques), 1) for _, uniques in extra)]
+        if math.prod(sizes) < _KEY_LIMIT:  # else the combined key would overflow
+            key = _combined_key([codes.astype(np.int64), *(c for c, _ in extra)], sizes)
             dup = pd.Series(key, copy=False).duplicated().to_numpy()
     if dup is None:
         dup = frame.duplicated(subset=list(keys)).to_numpy()
