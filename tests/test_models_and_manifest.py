@@ -52,6 +52,29 @@ def test_state_dict_with_factory_loads_and_predicts(tmp_path):
     assert loaded.layer("features.6") is loaded.module.features[6]
 
 
+def test_demo_factory_loads_channels_last_and_agrees_with_nchw():
+    # The shipped checkpoints load into channels-last weights (the fast CPU max-pool);
+    # the outputs and input gradients are those of the plain NCHW module.
+    state = torch.load(DEMO_CHECKPOINTS / "partial.pt", weights_only=True)
+    fast = build()
+    fast.load_state_dict(state)
+    plain = build().to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+    plain.load_state_dict(state)
+    conv = fast.features[3].weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    assert plain.features[3].weight.is_contiguous()
+    x = torch.rand(8, 1, 64, 64, generator=torch.Generator().manual_seed(0))
+    grads = []
+    for model in (fast, plain):
+        xx = x.clone().requires_grad_(True)
+        out = model.eval()(xx)
+        grads.append((out, torch.autograd.grad(out.sum(), xx)[0]))
+    (out_fast, g_fast), (out_plain, g_plain) = grads
+    torch.testing.assert_close(out_fast, out_plain, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(g_fast, g_plain, rtol=1e-4, atol=1e-7)
+    assert g_plain.abs().max() > 1e-4  # a real gradient, not zeros on both sides
+
+
 def test_torchscript_loads_without_a_factory(tmp_path):
     model = build(width=4).eval()
     path = tmp_path / "m.ts"

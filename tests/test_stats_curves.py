@@ -28,6 +28,15 @@ def test_weighted_median_equals_numpy_on_the_repeated_sample():
         np.testing.assert_array_equal(weighted_median(values, wide, columns), got)
 
 
+def test_weighted_median_counts_past_int16():
+    # Row totals above 32,767 need int32 running sums (int16 ones would wrap).
+    values = np.array([3.0, 1.0, 2.0])
+    counts = np.array([[20_000, 10_000, 5_000], [1, 40_000, 1], [0, 0, 33_000]])
+    expected = [np.median(np.repeat(values, c)) for c in counts]
+    np.testing.assert_array_equal(weighted_median(values, counts), expected)
+    assert expected == [3.0, 1.0, 2.0]
+
+
 @pytest.fixture(scope="module")
 def curves():
     rng = np.random.default_rng(1)

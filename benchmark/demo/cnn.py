@@ -52,5 +52,14 @@ class DemoCNN(nn.Module):
 
 
 def build(width: int = 16, dims: int = 2, outputs: int = 1) -> DemoCNN:
-    """Factory used by the checkpoint loader (``benchmark.demo.cnn:build``)."""
-    return DemoCNN(width=width, dims=dims, outputs=outputs)
+    """Factory used by the checkpoint loader (``benchmark.demo.cnn:build``).
+
+    2D models come in the channels-last memory format (``load_state_dict`` keeps it):
+    PyTorch's CPU max-pool runs a scalar loop over NCHW tensors, 7x slower than over
+    NHWC ones, and was a third of every forward and backward pass of the demo
+    (perf/RESULTS.md, section 4). Outputs agree with NCHW to float32 rounding.
+    """
+    model = DemoCNN(width=width, dims=dims, outputs=outputs)
+    if dims == 2:  # torch's stubs of Module.to leave out memory_format
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    return model
