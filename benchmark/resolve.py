@@ -12,16 +12,15 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from benchmark.config import ConfigError
 from benchmark.data.dataset import Dataset, reference_names
 from benchmark.data.files import input_transform, load_files_dataset
-from benchmark.demo.cnn import HU_HIGH, HU_LOW, scale_hu
 from benchmark.demo.phantom import ANNOTATORS, generate
+from benchmark.demo.window import HU_HIGH, HU_LOW, scale_hu
 from benchmark.manifest import (
     FilesDataset,
     Manifest,
@@ -31,8 +30,12 @@ from benchmark.manifest import (
     load_manifest,
     verify_checkpoint,
 )
-from benchmark.models import LoadedModel, load_checkpoint
 from benchmark.store import sha256_file
+
+if TYPE_CHECKING:  # torch loads on first use: `bench report` resolves data, no model
+    import torch
+
+    from benchmark.models import LoadedModel
 
 #: Split the ``average_mask`` baseline is averaged over (STATISTICS.md, "Baselines").
 PRIOR_SPLIT = "train"
@@ -146,6 +149,8 @@ class ResolvedDataset:
 
     def to_input(self, images: np.ndarray) -> torch.Tensor:
         """Stored images (k, *spatial) -> network input (k, 1, *spatial), float32."""
+        import torch
+
         if isinstance(self.entry, FilesDataset):
             return torch.from_numpy(input_transform(self.entry.preprocessing)(images))[:, None]
         return torch.from_numpy(scale_hu(images))[:, None]
@@ -182,6 +187,8 @@ class ResolvedDataset:
         raise ConfigError(f"unknown model {name!r}; known: {known} (or give a checkpoint path)")
 
     def load_model(self, name: str) -> LoadedModel:
+        from benchmark.models import load_checkpoint
+
         entry = self.model_entry(name)
         path = verify_checkpoint(entry, self.manifest.base)
         o = self.options

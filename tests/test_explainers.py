@@ -153,3 +153,24 @@ def test_average_mask_is_the_prior_for_every_image_and_keys_the_cache_by_it(mode
         get_explainer("average_mask", model)
     with pytest.raises(ValueError, match=r"prior has shape \(32, 32\), images have \(8, 8\)"):
         make("average_mask", model).attribute(torch.zeros(1, 1, 8, 8))
+
+
+def test_every_explainer_takes_its_info_from_the_torch_free_catalogue():
+    from benchmark.methods import METHODS
+
+    assert list(EXPLAINERS) == list(METHODS)
+    for name, cls in EXPLAINERS.items():
+        assert cls.info is METHODS[name] and cls.info.name == name
+
+
+def test_describing_a_run_imports_no_torch():
+    # `bench report` resolves the dataset and builds the report without loading a model:
+    # torch and Captum (about 3 s of imports) must stay out of that path.
+    import subprocess
+    import sys
+
+    code = ("import sys, benchmark.cli, benchmark.report, benchmark.resolve, benchmark.methods; "
+            "print(sorted(m for m in ('torch', 'captum') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "[]"

@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from benchmark.data.dataset import Dataset
 from benchmark.data.readers import ReaderError, Volume, read_image, read_mask
@@ -154,6 +153,8 @@ def _resample(array: np.ndarray, shape: tuple[int, ...], nearest: bool) -> np.nd
     """Linear (images) or nearest (masks) resampling to ``shape``, half-pixel centres."""
     if array.shape == shape:
         return array
+    import torch  # on first use: describing a run (`bench report`) needs no torch
+
     t = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None, None]
     mode = "nearest-exact" if nearest else ("bilinear" if len(shape) == 2 else "trilinear")
     kwargs: dict[str, Any] = {} if nearest else {"align_corners": False}

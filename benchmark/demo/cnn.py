@@ -8,19 +8,14 @@ the input resolution, which gives Grad-CAM 16 x 16 maps on 64 x 64 slices.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import nn
 
-#: Window [-1200, 200] HU scaled to [0, 1]: wide enough below air to keep the scanner
-#: noise texture, clipped above soft tissue so bone does not dominate.
-HU_LOW, HU_HIGH = -1200.0, 200.0
+from benchmark.demo.window import HU_HIGH, HU_LOW, scale_hu
+
+__all__ = ["HU_HIGH", "HU_LOW", "TARGET_LAYER", "DemoCNN", "build", "scale_hu"]
+
 TARGET_LAYER = "features.6"
-
-
-def scale_hu(images: np.ndarray) -> np.ndarray:
-    """Window HU to [0, 1]: ``clip((HU - low) / (high - low), 0, 1)``; 0 is below air."""
-    return np.clip((images - HU_LOW) / (HU_HIGH - HU_LOW), 0.0, 1.0).astype(np.float32)
 
 
 class DemoCNN(nn.Module):

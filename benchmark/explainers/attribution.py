@@ -17,7 +17,8 @@ from captum.attr import GradientShap as _GradientShap
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from benchmark.explainers.base import Explainer, MethodInfo
+from benchmark.explainers.base import Explainer
+from benchmark.methods import METHODS
 
 _BASELINE_SETS = ("zero", "zero+blur", "zero+noise")
 
@@ -127,10 +128,7 @@ class GradientShap(Explainer):
     Lundberg & Lee, "A Unified Approach to Interpreting Model Predictions", NeurIPS 2017.
     """
 
-    info = MethodInfo(
-        "gradient_shap", "path", "lundberg2017unified",
-        "expected gradient x (input - baseline) over random baselines and path points",
-        default=False)
+    info = METHODS["gradient_shap"]
     defaults: ClassVar[dict[str, Any]] = {
         "n_samples": 16, "stdevs": 0.0, "baselines": "zero+blur", "blur_sigma": 4.0, "seed": 0,
     }
@@ -293,9 +291,7 @@ class DeepLift(Explainer):
     Activation Differences", ICML 2017.
     """
 
-    info = MethodInfo(
-        "deeplift", "gradient", "shrikumar2017learning",
-        "DeepLIFT rescale rule against a constant baseline", default=False, uses_hooks=True)
+    info = METHODS["deeplift"]
     defaults: ClassVar[dict[str, Any]] = {"baseline": 0.0}
 
     def __init__(self, model: nn.Module, layer: nn.Module | None = None, **options: Any) -> None:

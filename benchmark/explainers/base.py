@@ -10,24 +10,14 @@ the same number of axes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
+from benchmark.methods import MethodInfo
 
-@dataclass(frozen=True)
-class MethodInfo:
-    name: str
-    family: str  # gradient | path | perturbation | cam | baseline
-    citation: str  # key in benchmark/report/assets/references.bib
-    description: str
-    needs_layer: bool = False
-    is_baseline: bool = False
-    needs_prior: bool = False  # takes the dataset's mean training mask (``prior=``)
-    uses_hooks: bool = False  # hooks modules' forward/backward passes (not on TorchScript)
-    default: bool = True  # run when the configuration names no methods
+__all__ = ["Explainer", "MethodInfo"]
 
 
 class Explainer:

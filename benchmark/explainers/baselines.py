@@ -9,7 +9,8 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from benchmark.explainers.base import Explainer, MethodInfo
+from benchmark.explainers.base import Explainer
+from benchmark.methods import METHODS
 
 
 class RandomMap(Explainer):
@@ -21,7 +22,7 @@ class RandomMap(Explainer):
     device), then moved to the inputs' device.
     """
 
-    info = MethodInfo("random", "baseline", "adebayo2018", "uniform random map", is_baseline=True)
+    info = METHODS["random"]
     defaults: ClassVar[dict[str, Any]] = {"seed": 0}
 
     def __init__(self, model: Any, layer: Any = None, **options: Any) -> None:
@@ -42,9 +43,7 @@ class CenterPrior(Explainer):
     view however thin the volume is.
     """
 
-    info = MethodInfo(
-        "center_prior", "baseline", "judd2009", "Gaussian centred on the image", is_baseline=True
-    )
+    info = METHODS["center_prior"]
     defaults: ClassVar[dict[str, Any]] = {"sigma": 0.25}
 
     def _attribute(self, inputs: torch.Tensor, target: int) -> torch.Tensor:
@@ -73,10 +72,7 @@ class AverageMask(Explainer):
         Maps are ``(N, *spatial)``.
     """
 
-    info = MethodInfo(
-        "average_mask", "baseline", "zeng2024inconsistency",
-        "mean expert mask of the training split", is_baseline=True, needs_prior=True,
-    )
+    info = METHODS["average_mask"]
     defaults: ClassVar[dict[str, Any]] = {"prior": None}
 
     def __init__(self, model: Any, layer: Any = None, **options: Any) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from captum.attr import LayerGradCam
 
-from benchmark.explainers.base import Explainer, MethodInfo
+from benchmark.explainers.base import Explainer
+from benchmark.methods import METHODS
 
 
 class GradCAM(Explainer):
@@ -20,10 +21,7 @@ class GradCAM(Explainer):
     (``positive`` by default) does it, so ``abs``/``signed`` analyses stay possible.
     """
 
-    info = MethodInfo(
-        "gradcam", "cam", "selvaraju2017gradcam", "gradient-weighted activation map of a layer",
-        needs_layer=True,
-    )
+    info = METHODS["gradcam"]
 
     def _attribute(self, inputs: torch.Tensor, target: int) -> torch.Tensor:
         assert self.layer is not None

@@ -22,8 +22,9 @@ from captum.attr import GuidedGradCam as _GuidedGradCam
 from captum.attr import LayerActivation, LayerGradientXActivation
 from torch import nn
 
-from benchmark.explainers.base import Explainer, MethodInfo
+from benchmark.explainers.base import Explainer
 from benchmark.explainers.perturbation import eval_elements
+from benchmark.methods import METHODS
 
 #: Upsampling of a layer grid to the input grid, by number of spatial axes; the metrics
 #: stage resizes maps the same way.
@@ -96,10 +97,7 @@ class GradCAMPlusPlus(Explainer):
     Gradient-Based Visual Explanations for Deep Convolutional Networks", WACV 2018.
     """
 
-    info = MethodInfo(
-        "gradcam_plusplus", "cam", "chattopadhay2018gradcampp",
-        "activation map weighted by positive gradients (second-order pixel weights)",
-        needs_layer=True, default=False)
+    info = METHODS["gradcam_plusplus"]
 
     def _attribute(self, inputs: torch.Tensor, target: int) -> torch.Tensor:
         assert self.layer is not None
@@ -127,9 +125,7 @@ class HiResCAM(Explainer):
     convolutional neural networks", arXiv:2011.08891, 2020.
     """
 
-    info = MethodInfo(
-        "hirescam", "cam", "draelos2020hirescam",
-        "layer gradient x activation summed over channels", needs_layer=True, default=False)
+    info = METHODS["hirescam"]
 
     def _attribute(self, inputs: torch.Tensor, target: int) -> torch.Tensor:
         assert self.layer is not None
@@ -153,9 +149,7 @@ class LayerCAM(Explainer):
     Maps for Localization", IEEE Transactions on Image Processing 30, 2021.
     """
 
-    info = MethodInfo(
-        "layercam", "cam", "jiang2021layercam",
-        "activations weighted by their positive gradients", needs_layer=True, default=False)
+    info = METHODS["layercam"]
 
     def _attribute(self, inputs: torch.Tensor, target: int) -> torch.Tensor:
         assert self.layer is not None
@@ -198,10 +192,7 @@ class ScoreCAM(Explainer):
     Explanations for Convolutional Neural Networks", CVPR Workshops 2020.
     """
 
-    info = MethodInfo(
-        "scorecam", "cam", "wang2020scorecam",
-        "activations weighted by the target score of the input masked by each",
-        needs_layer=True, default=False)
+    info = METHODS["scorecam"]
     defaults: ClassVar[dict[str, Any]] = {"weights": "softmax", "batch_channels": 32}
 
     def __init__(self, model: nn.Module, layer: nn.Module | None = None, **options: Any) -> None:
@@ -264,9 +255,7 @@ class GuidedGradCAM(Explainer):
     Gradient-Based Localization", ICCV 2017.
     """
 
-    info = MethodInfo(
-        "guided_gradcam", "cam", "selvaraju2017gradcam",
-        "guided backpropagation x upsampled Grad-CAM", needs_layer=True, default=False)
+    info = METHODS["guided_gradcam"]
 
     def _attribute(self, inputs: torch.Tensor, target: int) -> torch.Tensor:
         assert self.layer is not None

@@ -11,7 +11,8 @@ from captum.attr import InputXGradient as _IXG
 from captum.attr import IntegratedGradients as _IG
 from captum.attr import Saliency as _Saliency
 
-from benchmark.explainers.base import Explainer, MethodInfo
+from benchmark.explainers.base import Explainer
+from benchmark.methods import METHODS
 
 
 def _channel_sum(attr: torch.Tensor) -> torch.Tensor:
@@ -22,7 +23,7 @@ class Saliency(Explainer):
     """Signed input gradient (Simonyan et al. 2014); Captum's ``abs`` is off so the
     metrics' sign option decides."""
 
-    info = MethodInfo("saliency", "gradient", "simonyan2014deep", "gradient of the target logit")
+    info = METHODS["saliency"]
 
     def _attribute(self, inputs: torch.Tensor, target: int) -> torch.Tensor:
         x = inputs.clone().requires_grad_(True)
@@ -32,7 +33,7 @@ class Saliency(Explainer):
 class InputXGradient(Explainer):
     """Input times gradient (Shrikumar et al. 2016)."""
 
-    info = MethodInfo("input_x_gradient", "gradient", "shrikumar2016not", "input x gradient")
+    info = METHODS["input_x_gradient"]
 
     def _attribute(self, inputs: torch.Tensor, target: int) -> torch.Tensor:
         x = inputs.clone().requires_grad_(True)
@@ -45,9 +46,7 @@ class IntegratedGradients(Explainer):
     The default baseline 0 is air after the demo's intensity scaling.
     """
 
-    info = MethodInfo(
-        "integrated_gradients", "path", "sundararajan2017axiomatic", "path integral of gradients"
-    )
+    info = METHODS["integrated_gradients"]
     defaults: ClassVar[dict[str, Any]] = {"n_steps": 32, "baseline": 0.0}
 
     def _attribute(self, inputs: torch.Tensor, target: int) -> torch.Tensor:
@@ -72,9 +71,7 @@ class SmoothGrad(Explainer):
     (which matters for volumes).
     """
 
-    info = MethodInfo(
-        "smoothgrad", "gradient", "smilkov2017smoothgrad", "mean gradient under input noise"
-    )
+    info = METHODS["smoothgrad"]
     defaults: ClassVar[dict[str, Any]] = {"n_samples": 16, "noise": 0.15, "seed": 0}
 
     def config(self) -> dict[str, Any]:

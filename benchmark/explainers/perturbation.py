@@ -7,7 +7,8 @@ from typing import Any, ClassVar
 import torch
 from captum.attr import Occlusion as _Occlusion
 
-from benchmark.explainers.base import Explainer, MethodInfo
+from benchmark.explainers.base import Explainer
+from benchmark.methods import METHODS
 
 #: Most input elements one forward pass of occlusion (and of RISE and Score-CAM) may see
 #: (perturbed copies x batch x voxels), per device type. Captum stacks
@@ -73,9 +74,7 @@ class Occlusion(Explainer):
     partial patch covers the end of an axis the stride does not reach.
     """
 
-    info = MethodInfo(
-        "occlusion", "perturbation", "zeiler2014visualizing", "logit drop under a sliding patch"
-    )
+    info = METHODS["occlusion"]
     defaults: ClassVar[dict[str, Any]] = {"window": 16, "stride": 8, "baseline": 0.0}
 
     def __init__(self, model: Any, layer: Any = None, **options: Any) -> None:

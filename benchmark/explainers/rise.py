@@ -11,8 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.explainers.base import Explainer, MethodInfo
+from benchmark.explainers.base import Explainer
 from benchmark.explainers.perturbation import eval_elements
+from benchmark.methods import METHODS
 
 _INTERPOLATION = {1: "linear", 2: "bilinear", 3: "trilinear"}
 
@@ -109,9 +110,7 @@ class RISE(Explainer):
     Models", BMVC 2018.
     """
 
-    info = MethodInfo(
-        "rise", "perturbation", "petsiuk2018rise",
-        "random masks weighted by the target probability of the masked input", default=False)
+    info = METHODS["rise"]
     defaults: ClassVar[dict[str, Any]] = {
         "n_masks": 500, "cell": 8, "p_keep": 0.5, "seed": 0, "score": "probability",
         "batch_masks": 64,

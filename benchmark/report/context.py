@@ -13,7 +13,7 @@ from typing import Any, cast
 
 import pandas as pd
 
-from benchmark.explainers import EXPLAINERS
+from benchmark.methods import METHODS
 from benchmark.metrics import METRICS
 from benchmark.store import Run
 
@@ -23,7 +23,7 @@ DEFAULT_GALLERY_METHOD = "gradcam"
 
 # Methods that explain nothing about the model: they give every metric a floor
 # (STATISTICS.md, "Baselines").
-NULL_BASELINES = tuple(name for name, cls in EXPLAINERS.items() if cls.info.is_baseline)
+NULL_BASELINES = tuple(name for name, info in METHODS.items() if info.is_baseline)
 
 # The split the headline sentences talk about: in-distribution test data if present.
 PREFERRED_SPLIT = "test"

@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from benchmark.explainers import EXPLAINERS
+from benchmark.methods import METHODS
 from benchmark.report.context import ReportContext, lower_is_better, metric_base, records
 from benchmark.report.diagnosis import RULE
 from benchmark.report.escape import fmt_ci, is_missing, md, md_code
@@ -21,8 +21,7 @@ HIGH_AUROC = 0.9  # "classifies well": the JIIM models had 0.94 to 0.98
 
 # Bibliography keys (reports/references.bib) of the methods the report can cite.
 #: Each explainer's citation (key in references.bib), from the registry.
-CITATIONS = {name: cls.info.citation for name, cls in EXPLAINERS.items()
-             if not cls.info.is_baseline}
+CITATIONS = {name: info.citation for name, info in METHODS.items() if not info.is_baseline}
 #: Where each metric's definition comes from (METRICS.md); keys in references.bib.
 METRIC_CITATIONS = {
     "irrelevant_fraction": "zeng2024inconsistency",
