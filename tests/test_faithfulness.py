@@ -47,6 +47,37 @@ def test_curves_equal_a_brute_force_loop(linear) -> None:
                 assert got[i, k] == pytest.approx(want, abs=1e-4)
 
 
+@pytest.mark.parametrize("steps_per_pass", [1, 2, 4, 100])
+def test_steps_share_forward_passes_without_changing_the_curves(
+    linear, monkeypatch, steps_per_pass
+) -> None:
+    _, x, w, _ = linear
+    base = baseline_images(x, "mean")
+    order = pixel_order(x.numpy()[:, 0] * w, seed=1)
+    w64 = w.ravel().astype(np.float64)
+
+    def f(batch: torch.Tensor) -> np.ndarray:  # row by row: no batch-size rounding
+        return np.array([float(np.dot(w64, row)) for row in batch.numpy().reshape(
+            batch.shape[0], -1).astype(np.float64)])
+
+    want = {m: perturbation_curves(f, x, order, base, mode=m, steps=STEPS)
+            for m in ("deletion", "insertion")}
+    sizes: list[int] = []
+
+    def counting(batch: torch.Tensor) -> np.ndarray:
+        sizes.append(batch.shape[0])
+        return f(batch)
+
+    cap = steps_per_pass * x[:1].numel() * N  # room for that many steps of N images
+    monkeypatch.setattr("benchmark.faithfulness.eval_elements", lambda device: cap)
+    for mode in ("deletion", "insertion"):
+        sizes.clear()
+        got = perturbation_curves(counting, x, order, base, mode=mode, steps=STEPS)
+        np.testing.assert_array_equal(got, want[mode])
+        per_pass = min(steps_per_pass, STEPS + 1)
+        assert sizes == [N * min(per_pass, STEPS + 1 - i) for i in range(0, STEPS + 1, per_pass)]
+
+
 def test_area_is_the_trapezoid_over_the_fraction() -> None:
     curves = np.random.default_rng(0).random((3, 9))
     np.testing.assert_allclose(area(curves), np.trapezoid(curves, np.linspace(0, 1, 9), axis=1))
