@@ -1,9 +1,10 @@
 """What each saliency method is: name, family, citation and flags, without torch.
 
-The explainer classes (:mod:`benchmark.explainers`) take their ``info`` from here, so the
-stages that only describe methods (the report, ``bench methods``) read this table
-instead of importing torch and Captum: about 3 s of every ``bench report``
-(perf/RESULTS.md, section 4).
+The explainer classes (:mod:`benchmark.explainers`) take their ``info`` from here, so
+code that only describes methods (the report's citations and baseline flags) reads this
+table instead of importing torch and Captum: about 3 s of every ``bench report``
+(perf/RESULTS.md, section 4). ``bench methods`` still lists the classes, whose option
+defaults live with the code.
 """
 
 from __future__ import annotations
