@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from benchmark.stats._threads import side_by_side
 from benchmark.stats._validation import (
     METHODS,
     WEIGHTINGS,
@@ -193,13 +194,18 @@ def _compare_split(iv: _CompareInput, cells: np.ndarray, rows: np.ndarray,
     # drops some of its cases (missing in the other arm): then that arm gets its own column.
     num_pairs, col_a, col_b = _arm_columns(num, valid, ia, ib, paired)
     den_pairs = _arm_columns(den, valid, ia, ib, paired)[0]
-    out = bootstrap_differences(num_pairs, den_pairs, col_a, col_b, counts,
-                                level=iv.level, method=iv.method, standard_error=False)
     with np.errstate(divide="ignore", invalid="ignore"):
         means = sums / n_valid
     d = np.where(paired, means[:, ia] - means[:, ib], 0.0)
     arms = _arm_columns(np.where(valid, means, 0.0), valid, ia, ib, paired)
     flip_seed = split_seed(iv.seed, f"{split}/sign-flips")
+    with side_by_side() as worker:
+        boot = worker.submit(bootstrap_differences, num_pairs, den_pairs, col_a, col_b,
+                             counts, level=iv.level, method=iv.method, standard_error=False)
+        p_flip = sign_flip_pvalues(d, paired, n_flips=iv.n_flips, seed=flip_seed, arms=arms)
+        p_wilcoxon = wilcoxon_pvalues(d, paired)
+        effect_size = rank_biserial(d, paired)
+        out = boot.result()
     table = pd.DataFrame({
         "family": iv.family,
         "split": split,
@@ -210,10 +216,10 @@ def _compare_split(iv: _CompareInput, cells: np.ndarray, rows: np.ndarray,
         "diff": out.estimate,
         "ci_low": out.ci_low,
         "ci_high": out.ci_high,
-        "p": sign_flip_pvalues(d, paired, n_flips=iv.n_flips, seed=flip_seed, arms=arms),
+        "p": p_flip,
         "within": keys[within].to_numpy()[ia],
-        "p_wilcoxon": wilcoxon_pvalues(d, paired),
-        "effect_size": rank_biserial(d, paired),
+        "p_wilcoxon": p_wilcoxon,
+        "effect_size": effect_size,
         "n_cases": paired.sum(axis=0).astype(np.int64),
         "ci_method": out.method,
     })

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from benchmark.stats._threads import side_by_side
 from benchmark.stats.aggregate import ratio_jackknife
 from benchmark.stats.intervals import (
     BCA,
@@ -120,14 +121,36 @@ def bootstrap_columns(
     n_cases, k = num.shape
     n_boot = counts.shape[0]
     weights_t = _weights_t(counts)
-    step = max(1, CHUNK_ELEMENTS // (n_boot + 1))
-    parts = _Parts()
-    for start in range(0, k, step):
-        cols = slice(start, min(start + step, k))
+
+    def chunk(cols: slice) -> _Parts:
         ratio = _ratio_rows(weights_t, num[:, cols], den[:, cols])
         jack = ratio_jackknife(num[:, cols], den[:, cols]) if method == BCA else None
-        parts.add(ratio, jack, level, method, keep_replicates, standard_error)
+        part = _Parts()
+        part.add(ratio, jack, level, method, keep_replicates, standard_error)
+        return part
+
+    # Chunks alternate between this thread and a worker (each one's values are what they
+    # would be in a loop); an even number of them keeps both threads busy.
+    chunks = _even_chunks(k, max(1, CHUNK_ELEMENTS // (n_boot + 1)))
+    with side_by_side(len(chunks) > 1) as worker:
+        later = {i: worker.submit(chunk, cols) for i, cols in enumerate(chunks) if i % 2}
+        here = {i: chunk(cols) for i, cols in enumerate(chunks) if not i % 2}
+        done = {**here, **{i: f.result() for i, f in later.items()}}
+    parts = _Parts()
+    for i in range(len(chunks)):
+        parts.extend(done[i])
     return parts.result(n_boot, keep_replicates, standard_error)
+
+
+def _even_chunks(k: int, step: int) -> list[slice]:
+    """Slices of ``range(k)`` of at most ``step`` columns and about equal sizes, an even
+    number of them where ``k`` allows (none for ``k = 0``)."""
+    if k == 0:
+        return []
+    n = -(-k // step)
+    n += n % 2 if n > 1 else 0
+    size = -(-k // max(n, 1))
+    return [slice(start, min(start + size, k)) for start in range(0, k, size)]
 
 
 def bootstrap_differences(
@@ -234,6 +257,11 @@ class _Parts:
         reps = ratio[:, 1:].T.copy() if keep_replicates else None
         ordered, n_finite = sort_rows(ratio[:, 1:])
         self.add_sorted(theta, ordered, n_finite, jack, level, method, reps, standard_error)
+
+    def extend(self, other: _Parts) -> None:
+        """Append the chunks of ``other`` after this one's."""
+        for name, values in other.parts.items():
+            self.parts[name].extend(values)
 
     def add_sorted(self, theta: np.ndarray, ordered: np.ndarray, n_finite: np.ndarray,
                    jack: np.ndarray | None, level: float, method: str,
