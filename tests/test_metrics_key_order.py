@@ -1,9 +1,10 @@
-"""AUROC / AUPRC from the radix-sorted order keys, bit for bit as from the variadic sort.
+"""AUROC / AUPRC from the counts below each pixel of G, bit for bit as from the variadic sort.
 
 ``kernels.auroc`` and ``kernels.auprc`` used to read only :func:`ranking.descending`
-(one two-operand XLA sort); without Spearman they now read :func:`ranking.ascending`
-(single-operand uint32 sorts). The scores must not move by one ulp: the references below
-are verbatim copies of the former kernels, and every comparison is on the float32 bits.
+(one two-operand XLA sort); without Spearman they now read :func:`ranking.positive_counts`
+(numpy on the host on CPU, a radix sort of single-operand uint32 sorts elsewhere). The
+scores must not move by one ulp: the references below are verbatim copies of the former
+kernels, and every comparison is on the float32 bits.
 """
 
 import jax
@@ -125,29 +126,46 @@ def test_radix_sort_is_a_stable_sort(size):
     np.testing.assert_array_equal(np.asarray(keys), u[want])
 
 
-@pytest.mark.parametrize("size", [1, 2, 300, 2**16 + 3])
-@pytest.mark.parametrize("block", [None, 300])
-def test_host_sort_equals_the_radix_sort(size, block, monkeypatch):
-    # CPU runs sort_keys on the host (numpy); GPUs run the radix sort. Same arrays, ties
-    # in flat-index order, alone, batched under vmap and inside jit; block=300 sorts the
-    # batch a row or a few rows at a time.
-    if block is not None:
-        monkeypatch.setattr(ranking, "_HOST_SORT_BLOCK", block)  # read when called
-    rng = np.random.default_rng(size)
-    u = rng.integers(0, 2**32, (3, size), dtype=np.uint64).astype(np.uint32)
-    u[rng.random((3, size)) < 0.5] = np.uint32(0x80000000)
+def _brute_counts(u, g):
+    """Per pixel of G: #{B < u}, #{B <= u} doubled and summed, #{B < u}, #{G < u}."""
+    b = (u != 0) & ~g
+    want = {name: np.zeros(u.shape, np.int32) for name in ranking.COUNTS}
+    for row in np.ndindex(u.shape[:-1]):
+        for p in np.flatnonzero(g[row]):
+            x = u[row][p]
+            below = np.sum(b[row] & (u[row] < x))
+            want["twice_below"][row][p] = below + np.sum(b[row] & (u[row] <= x))
+            want["neg_below"][row][p] = below
+            want["pos_below"][row][p] = np.sum(g[row] & (u[row] < x))
+    return want
+
+
+@pytest.mark.parametrize("n", [1, 2, 5])
+@pytest.mark.parametrize("size", [1, 2, 61, 300])
+def test_positive_counts_host_and_radix_paths_equal_brute_force(n, size):
+    # CPU counts on the host (numpy, maps split between two threads); GPUs from one radix
+    # sort. Both must give the brute-force integers, alone and batched, with keys tied
+    # across G and B, an empty G, an empty B and pixels outside Ω (key 0).
+    rng = np.random.default_rng(size * 7 + n)
+    u = rng.integers(0x00800000, 0x00800006, (n, size), dtype=np.uint64).astype(np.uint32)
+    u[rng.random((n, size)) < 0.1] = 0  # outside Ω
     u[:, :1] = np.uint32(0xFFFFFFFF)
-    u[2] = 0
-    want = np.argsort(u, axis=-1, kind="stable")
-    for fn in (ranking.host_sort_keys, ranking.sort_keys):
-        order, keys = jax.jit(jax.vmap(fn))(jnp.asarray(u))
-        np.testing.assert_array_equal(np.asarray(order), want)
-        np.testing.assert_array_equal(np.asarray(keys), np.take_along_axis(u, want, -1))
-        order1, keys1 = fn(jnp.asarray(u[0]))
-        np.testing.assert_array_equal(np.asarray(order1), want[0])
-        np.testing.assert_array_equal(np.asarray(keys1), u[0][want[0]])
-    radix = jax.vmap(ranking.radix_sort_keys)(jnp.asarray(u))
-    np.testing.assert_array_equal(np.asarray(radix[0]), want)
+    g = (rng.random((n, size)) < 0.3) & (u != 0)
+    g[0] = False
+    if n > 1:
+        g[1] = u[1] != 0  # B empty
+    want = _brute_counts(u, g)
+    host = jax.jit(jax.vmap(lambda a, b: ranking.host_positive_counts(a, b, ranking.COUNTS)))
+    radix = jax.jit(jax.vmap(lambda a, b: ranking.xla_positive_counts(a, b, ranking.COUNTS)))
+    shared = jax.jit(jax.vmap(lambda a, b: ranking.positive_counts(a, b)))
+    for got in (host(u, g), radix(u, g), tuple(shared(u, g))):
+        for name, values in zip(ranking.COUNTS, got, strict=True):
+            np.testing.assert_array_equal(np.where(g, np.asarray(values), 0), want[name],
+                                          err_msg=name)
+    alone = ranking.positive_counts(jnp.asarray(u[-1]), jnp.asarray(g[-1]), ("pos_below",))
+    assert alone.twice_below is None and alone.neg_below is None
+    np.testing.assert_array_equal(np.where(g[-1], np.asarray(alone.pos_below), 0),
+                                  want["pos_below"][-1])
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -167,3 +185,41 @@ def test_counts_below_and_group_start_against_brute_force(seed):
         assert below[p] == np.sum(mask & (x < x[p]))
         assert at_most[p] == np.sum(mask & (x <= x[p]))
         assert size - start[p] == np.sum(roi & (x >= x[p]))
+
+
+def test_host_steps_cap_the_chunk_and_leave_the_scores_unchanged(monkeypatch):
+    import importlib
+
+    from benchmark.metrics.plan import Plan
+
+    # The package exports the function ``compute``; the module is needed here.
+    compute_module = importlib.import_module("benchmark.metrics.compute")
+
+    grid = (32, 32)  # 4 KB of keys per map
+    plan = Plan(grid, grid, (("auroc", -1),), ())
+    assert compute_module.host_chunk_cap(plan) == 4096
+    assert compute_module.host_chunk_cap(Plan(grid, grid, (("mass_accuracy", -1),), ())) > 2**40
+    rng = np.random.default_rng(2)
+    sal = np.round(rng.normal(size=(37, *grid)) * 3).astype(np.float32)
+    ref = (rng.random((37, *grid)) < 0.3).astype(np.float32)
+    names = ["auroc", "auprc", "rank_accuracy", "iou@top15", "mass_accuracy"]
+    whole = compute(sal, ref, names)
+    monkeypatch.setattr(compute_module, "HOST_CHUNK_BYTES", 5 * 4 * 32 * 32)
+    assert compute_module.host_chunk_cap(plan) == 4
+    calls = []
+    real = compute_module.chunk_kernel
+
+    def spy(p):
+        kernel = real(p)
+
+        def run(*args):
+            calls.append(args[0].shape[0])
+            return kernel(*args)
+
+        return run
+
+    monkeypatch.setattr(compute_module, "chunk_kernel", spy)
+    capped = compute(sal, ref, names)
+    assert calls == [4] * 10
+    for name in names:
+        np.testing.assert_array_equal(_bits(capped[name]), _bits(whole[name]))

@@ -16,13 +16,10 @@ import jax.numpy as jnp
 
 from benchmark.metrics.counting import count
 from benchmark.metrics.ranking import (
-    KeyOrder,
+    PositiveCounts,
     Ranking,
-    ascending,
     counts_above,
-    counts_below,
-    group_start,
-    scatter_to_pixels,
+    positive_counts,
     to_pixels,
 )
 from benchmark.metrics.threshold import order_keys
@@ -126,22 +123,23 @@ def rank_accuracy(top_g: jax.Array, g: jax.Array) -> jax.Array:
 
 
 def auroc(
-    s: jax.Array, g: jax.Array, roi: jax.Array, ranking: Ranking | KeyOrder | None = None
+    s: jax.Array, g: jax.Array, roi: jax.Array,
+    ranking: Ranking | PositiveCounts | None = None,
 ) -> jax.Array:
     """P(S_g > S_b) + ½ P(S_g = S_b) for g ∈ G, b ∈ Ω \\ G, exact with ties.
 
     ``ranking`` is the caller's shared ordering of ``(s, roi)``: a
     :func:`~benchmark.metrics.ranking.descending` :class:`Ranking` (when Spearman needs
-    one anyway) or an :func:`~benchmark.metrics.ranking.ascending` :class:`KeyOrder` of
-    :func:`~benchmark.metrics.threshold.order_keys`; None builds a :class:`KeyOrder` here.
+    one anyway) or the :func:`~benchmark.metrics.ranking.positive_counts` of
+    :func:`~benchmark.metrics.threshold.order_keys`; None computes the counts here.
     Both give the same integer counts, hence bit-identical results.
 
     Notes
     -----
     Mann–Whitney: ``AUC = Σ_{g ∈ G} (#{b: S_b < S_g} + ½ #{b: S_b = S_g}) / (n1 n0)``.
     The two counts, ``#{b: S_b < S_g}`` and ``#{b: S_b <= S_g}``, are exact integers from
-    the tie groups of the sorted map. Each positive's share is normalised by n0 before
-    summing, so no float32 sum grows past n1.
+    the sorted map. Each positive's share is normalised by n0 before summing, so no
+    float32 sum grows past n1.
     NaN when G is empty or G = Ω.
     """
     b = roi & ~g
@@ -151,20 +149,20 @@ def auroc(
         at_least, above = counts_above(ranking, b)
         below = n0 - at_least  # #{b: S_b < S}
         below_or_equal = n0 - above  # #{b: S_b <= S}
-        twice = (below + below_or_equal).astype(jnp.float32)  # 2 #{<} + #{=}
-        ratio = twice / den
+        twice = below + below_or_equal  # 2 #{<} + #{=}
     else:
-        a = ascending(order_keys(s, roi)) if ranking is None else ranking
-        below, below_or_equal = counts_below(a, b)
-        # Elementwise float32 arithmetic on the same integers, then back to pixel order.
-        ratio = scatter_to_pixels(a, (below + below_or_equal).astype(jnp.float32) / den)
+        c = positive_counts(order_keys(s, roi), g, ("twice_below",)) if ranking is None else ranking
+        assert c.twice_below is not None
+        twice = c.twice_below
+    ratio = twice.astype(jnp.float32) / den
     share = jnp.where(g, ratio, 0.0)
     auc = tree_sum(share) / jnp.maximum(n1, 1).astype(jnp.float32)
     return jnp.where((n1 > 0) & (n0 > 0), auc, NAN)
 
 
 def auprc(
-    s: jax.Array, g: jax.Array, roi: jax.Array, ranking: Ranking | KeyOrder | None = None
+    s: jax.Array, g: jax.Array, roi: jax.Array,
+    ranking: Ranking | PositiveCounts | None = None,
 ) -> jax.Array:
     """Average precision of S ranking G over Ω (tied scores form one threshold).
 
@@ -175,22 +173,21 @@ def auprc(
     ``AP = Σ_t (R_t - R_{t-1}) P_t`` over the distinct values t of S (the
     scikit-learn definition) equals ``mean_{g ∈ G} TP(S_g) / PP(S_g)`` with
     ``TP(v) = #{g ∈ G: S_g >= v}`` and ``PP(v) = #{p ∈ Ω: S_p >= v}``, which is what is
-    computed here from the tie groups of the sorted map (descending: PP is one past the
-    last position of the pixel's tie group; ascending: P minus its first position, the
-    pixels outside Ω sorting first). NaN when G is empty or G = Ω.
+    computed here from the sorted map (descending: PP is one past the last position of
+    the pixel's tie group; from the counts: ``PP = TP + #{b: S_b >= v}``). NaN when G is
+    empty or G = Ω.
     """
     n1, n = count(g), count(roi)
     if isinstance(ranking, Ranking):
         tp, _ = counts_above(ranking, g)
         pp = to_pixels(ranking, ranking.last + 1)
-        ratio = tp.astype(jnp.float32) / jnp.maximum(pp, 1).astype(jnp.float32)
     else:
-        a = ascending(order_keys(s, roi)) if ranking is None else ranking
-        g_below, _ = counts_below(a, g)
-        tp = n1 - g_below  # #{g: S_g >= S}
-        pp = s.shape[0] - group_start(a)  # #{p in Ω: S_p >= S}
-        ratio = tp.astype(jnp.float32) / jnp.maximum(pp, 1).astype(jnp.float32)
-        ratio = scatter_to_pixels(a, ratio)
+        c = (positive_counts(order_keys(s, roi), g, ("neg_below", "pos_below"))
+             if ranking is None else ranking)
+        assert c.neg_below is not None and c.pos_below is not None
+        tp = n1 - c.pos_below  # #{g: S_g >= S}
+        pp = tp + (count(roi & ~g) - c.neg_below)  # #{p in Ω: S_p >= S}
+    ratio = tp.astype(jnp.float32) / jnp.maximum(pp, 1).astype(jnp.float32)
     prec = jnp.where(g, ratio, 0.0)
     ap = tree_sum(prec) / jnp.maximum(n1, 1).astype(jnp.float32)
     return jnp.where((n1 > 0) & (n1 < n), ap, NAN)

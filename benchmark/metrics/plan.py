@@ -31,8 +31,8 @@ _BINARY = {
     "nss": kernels.nss,
 }
 # Metrics read from the one shared ordering of S (:mod:`.ranking`): the variadic sort of
-# :func:`.ranking.descending` when Spearman needs it, else the cheaper radix-sorted
-# :func:`.ranking.ascending` order keys (same counts, bit-identical scores).
+# :func:`.ranking.descending` when Spearman needs it, else the cheaper
+# :func:`.ranking.positive_counts` (same counts, bit-identical scores).
 _SORTED = {"auroc": kernels.auroc, "auprc": kernels.auprc}
 _GRADED = {
     "weighted_mass": graded.weighted_mass,
@@ -91,14 +91,15 @@ class Plan:
 
         Only Spearman's average ranks need it (``auroc`` and ``auprc`` then share it).
         Without Spearman, ``auroc`` and ``auprc`` share the cheaper
-        :func:`.ranking.ascending`; top-K regions and ``rank_accuracy`` select by
+        :func:`.ranking.positive_counts`; top-K regions and ``rank_accuracy`` select by
         bisection (:func:`.threshold.topk_region`). Both are much cheaper on CPU.
         """
         return any(m == "spearman" for m, _ in self.metrics)
 
     @property
-    def needs_key_order(self) -> bool:
-        """Whether ``auroc`` or ``auprc`` read :func:`.ranking.ascending` (no Spearman)."""
+    def needs_counts(self) -> bool:
+        """Whether ``auroc`` or ``auprc`` read :func:`.ranking.positive_counts` (no
+        Spearman)."""
         return not self.needs_sort and any(m in _SORTED for m, _ in self.metrics)
 
 
@@ -123,14 +124,17 @@ def _score_image(
 
     s_norm = minmax_normalise(s, omega) if any(r.kind != "top" for r in plan.regions) else None
     # One ordering of S serves auroc, auprc and spearman: the variadic sort when spearman
-    # needs average ranks, else the radix-sorted order keys. Top-K regions and
+    # needs average ranks, else the counts below each pixel of G. Top-K regions and
     # rank_accuracy select their pixels by bisection instead (``keys`` holds the
     # tie-break ranks of :func:`.threshold.tiebreak_ranks` then, a dummy otherwise).
-    shared: ranking.Ranking | ranking.KeyOrder | None = None
+    shared: ranking.Ranking | ranking.PositiveCounts | None = None
     if plan.needs_sort:
         shared = ranking.descending(s, omega)
-    elif plan.needs_key_order:
-        shared = ranking.ascending(order_keys(s, omega))
+    elif plan.needs_counts:
+        wanted = {m for m, _ in plan.metrics}
+        fields = (("twice_below",) if "auroc" in wanted else ()) + (
+            ("neg_below", "pos_below") if "auprc" in wanted else ())
+        shared = ranking.positive_counts(order_keys(s, omega), g, fields)
     w_ranks: list[jax.Array] = []
 
     def ranks_of_w() -> jax.Array:

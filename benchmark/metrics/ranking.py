@@ -1,29 +1,33 @@
-"""One sort of a map, shared by every rank-based metric of the same image.
+"""Orderings of a map by value, shared by the rank-based metrics of the same image.
 
 The top-K region, ``rank_accuracy``, ``auroc``, ``auprc`` and the ranks of Spearman's
-correlation all derive from one ordering of the pixels of Ω by value. A sort is by far
-the most expensive operation of those metrics on CPU, so :func:`descending` sorts the
-map once and keeps what they need: the order, its inverse (the rank of every pixel) and
-the tie groups (equal values) of the sorted sequence. Every quantity derived from it is
-an exact integer count, the same as the ``searchsorted`` counts of the definitions; the
-float arithmetic on those counts is left to the metric kernels, in pixel order.
+correlation all derive from the order of the pixels of Ω by value; a sort is by far the
+most expensive operation of those metrics on CPU. Every quantity derived here is an
+exact integer count, the same as the ``searchsorted`` counts of the definitions; the
+float arithmetic on those counts is left to the metric kernels, in pixel order, so each
+path below gives bit-identical scores.
 
-That sort has two operands (values and indices), which XLA:CPU runs several times slower
-than a sort of one uint32 array. ``auroc`` and ``auprc`` need only tie groups and counts,
-so without Spearman they read :func:`ascending` instead: the order-preserving uint32 keys
-of :func:`benchmark.metrics.threshold.order_keys`, sorted by an LSD radix sort whose
-passes are single-operand uint32 sorts (:func:`radix_sort_keys`). The integer counts are
-the same, so the scores are bit-identical.
+- :func:`descending` sorts the map once with one variadic sort and keeps the order, its
+  inverse (the rank of every pixel) and the tie groups: what Spearman's average ranks
+  need (``auroc`` and ``auprc`` then read it too).
+- Without Spearman, ``auroc`` and ``auprc`` need only, for each pixel of G, how many
+  pixels of B and of G lie below it: :func:`positive_counts`. On CPU numpy computes them
+  on the host from a sort of B's keys and a sort of G's keys
+  (:func:`host_positive_counts`); elsewhere one radix sort of all the order keys
+  (:func:`ascending`, single-operand uint32 sorts, fast on GPU) and prefix counts.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+
+from benchmark.metrics.host import over_rows
 
 
 class Ranking(NamedTuple):
@@ -125,11 +129,11 @@ def average_ranks(r: Ranking) -> jax.Array:
 class KeyOrder(NamedTuple):
     """Pixels sorted by order key, ascending (pixels outside Ω, key 0, come first).
 
-    The cheap alternative to :class:`Ranking` for ``auroc`` and ``auprc``: built by
-    :func:`ascending` from single-operand uint32 sorts (a radix sort), much faster on
-    CPU than the variadic sort of :func:`descending`. It carries the tie groups but
-    not the inverse permutation; per-position results go back to pixel order with one
-    scatter (:func:`scatter_to_pixels`).
+    The cheap alternative to :class:`Ranking` for ``auroc`` and ``auprc`` off CPU
+    (:func:`xla_positive_counts`): built by :func:`ascending` from single-operand uint32
+    sorts (a radix sort), much faster than the variadic sort of :func:`descending`. It
+    carries the tie groups but not the inverse permutation; per-position results go
+    back to pixel order with one scatter (:func:`scatter_to_pixels`).
 
     Attributes
     ----------
@@ -179,51 +183,6 @@ def radix_sort_keys(u: jax.Array) -> tuple[jax.Array, jax.Array]:
     return order, cur
 
 
-#: Keys packed and sorted at once on the host (8 MB of uint64): memory stays bounded for
-#: large chunks of 3D volumes, and blocks near the cache sort faster (256 maps of
-#: 224 x 224: 0.14 s in blocks against 0.18 s at once).
-_HOST_SORT_BLOCK = 1 << 20
-
-
-def _numpy_sort_keys(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`radix_sort_keys` in numpy over the last axis of ``(..., P)`` keys: one sort of
-    ``key << 32 | flat index`` (uint64), so ties keep flat-index order here too."""
-    u = np.asarray(u, dtype=np.uint32)
-    flat = u.reshape(-1, u.shape[-1])
-    order = np.empty(flat.shape, np.int32)
-    keys = np.empty(flat.shape, np.uint32)
-    index = np.arange(flat.shape[1], dtype=np.uint64)
-    low, high = (0, 1) if np.little_endian else (1, 0)  # words of each uint64
-    rows = max(1, _HOST_SORT_BLOCK // max(flat.shape[1], 1))
-    for a in range(0, flat.shape[0], rows):
-        packed = (flat[a:a + rows].astype(np.uint64) << np.uint64(32)) | index
-        packed.sort(axis=-1)
-        words = packed.view(np.uint32).reshape(*packed.shape, 2)
-        order[a:a + rows] = words[..., low]
-        keys[a:a + rows] = words[..., high]
-    return order.reshape(u.shape), keys.reshape(u.shape)
-
-
-def host_sort_keys(u: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """:func:`radix_sort_keys` by numpy on the host, for CPU backends; the same result.
-
-    numpy's SIMD sort (AVX2 / AVX-512) of the packed uint64 is about 9x faster than the
-    radix sort's two passes of XLA:CPU's sort (256 maps of 224 x 224: 0.18 against
-    1.6 s). Under ``vmap`` the callback gets the whole batch ``(N, P)`` at once.
-    """
-    shapes = (jax.ShapeDtypeStruct(u.shape, jnp.int32), jax.ShapeDtypeStruct(u.shape, u.dtype))
-    order, keys = jax.pure_callback(_numpy_sort_keys, shapes, u, vmap_method="expand_dims")
-    return order, keys
-
-
-def sort_keys(u: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """``(order, sorted keys)`` of uint32 keys ``u``, shape (P,), ties by flat index:
-    numpy's sort on CPU (:func:`host_sort_keys`), the radix sort of XLA sorts elsewhere
-    (:func:`radix_sort_keys`, fast on GPU). Both give the same arrays."""
-    order, keys = lax.platform_dependent(u, cpu=host_sort_keys, default=radix_sort_keys)
-    return order, keys
-
-
 def ascending(u: jax.Array) -> KeyOrder:
     """:class:`KeyOrder` of order keys ``u``.
 
@@ -231,7 +190,7 @@ def ascending(u: jax.Array) -> KeyOrder:
     are exactly equal values of S over Ω (-0.0 and 0.0 included), the same tie groups as
     :func:`descending`, and pixels outside Ω (key 0) sort below every pixel of Ω.
     """
-    order, keys = sort_keys(u)
+    order, keys = radix_sort_keys(u)
     new = keys[1:] != keys[:-1]
     is_first = jnp.concatenate([jnp.ones(1, bool), new])
     is_last = jnp.concatenate([new, jnp.ones(1, bool)])
@@ -263,3 +222,122 @@ def group_start(a: KeyOrder) -> jax.Array:
 def scatter_to_pixels(a: KeyOrder, sorted_values: jax.Array) -> jax.Array:
     """Values given per ascending position, returned per pixel (flat index order)."""
     return jnp.zeros_like(sorted_values).at[a.order].set(sorted_values, unique_indices=True)
+
+
+#: The counts :func:`positive_counts` can return, each an int32 per pixel of G.
+COUNTS = ("twice_below", "neg_below", "pos_below")
+
+
+class PositiveCounts(NamedTuple):
+    """For each pixel p of G, exact counts of the pixels of B = Ω \\ G and G below it.
+
+    What ``auroc`` and ``auprc`` read, from :func:`positive_counts`; a count that was not
+    asked for is None. Values at pixels outside G are unspecified.
+
+    Attributes
+    ----------
+    twice_below : jax.Array, shape (P,), int32, or None
+        ``#{b in B: u_b < u_p} + #{b in B: u_b <= u_p}`` (AUROC's numerator, doubled).
+    neg_below : jax.Array, shape (P,), int32, or None
+        ``#{b in B: u_b < u_p}``.
+    pos_below : jax.Array, shape (P,), int32, or None
+        ``#{g in G: u_g < u_p}``.
+    """
+
+    twice_below: jax.Array | None = None
+    neg_below: jax.Array | None = None
+    pos_below: jax.Array | None = None
+
+
+def xla_positive_counts(
+    u: jax.Array, g: jax.Array, fields: tuple[str, ...]
+) -> tuple[jax.Array, ...]:
+    """:func:`positive_counts` from one radix sort of all the keys (:func:`ascending`)."""
+    a = ascending(u)
+    neg_below, neg_at_most = counts_below(a, (u != 0) & ~g)
+    pos_below, _ = counts_below(a, g)
+    sorted_counts = {"twice_below": neg_below + neg_at_most, "neg_below": neg_below,
+                     "pos_below": pos_below}
+    return tuple(scatter_to_pixels(a, sorted_counts[name]) for name in fields)
+
+
+def _numpy_positive_counts(
+    u: np.ndarray, g: np.ndarray, fields: tuple[str, ...]
+) -> tuple[np.ndarray, ...]:
+    """:func:`positive_counts` in numpy over the last axis of ``(..., P)`` arrays.
+
+    Per map: the keys of B sorted alone (uint32, no index), the keys of G sorted with
+    their flat index (``key << 32 | index``, uint64), then binary searches of the sorted G
+    keys in the sorted B keys and the first position of each run of equal G keys. G is
+    usually the smaller set, so the sorts are of fewer and narrower values than a sort
+    of the whole map with its indices. Maps are split between two threads
+    (:func:`~benchmark.metrics.host.over_rows`).
+    """
+    u, g = np.broadcast_arrays(np.asarray(u, np.uint32), np.asarray(g, bool))
+    size = u.shape[-1]
+    flat_u, flat_g = u.reshape(-1, size), g.reshape(-1, size)
+    out = {name: np.zeros(flat_u.shape, np.int32) for name in fields}
+    index = np.arange(size, dtype=np.uint64)
+    low = 0 if np.little_endian else 1  # word of each uint64 holding the index
+
+    def maps(rows: range) -> None:
+        for i in rows:
+            keys, pos_mask = flat_u[i], flat_g[i]
+            packed = (keys[pos_mask].astype(np.uint64) << np.uint64(32)) | index[pos_mask]
+            packed.sort()
+            words = packed.view(np.uint32).reshape(-1, 2)
+            where, pos = words[:, low], words[:, 1 - low]
+            if "twice_below" in out or "neg_below" in out:
+                neg = np.sort(keys[(keys != 0) & ~pos_mask])  # B: Ω (key > 0) minus G
+                below = np.searchsorted(neg, pos, side="left")
+                if "neg_below" in out:
+                    out["neg_below"][i, where] = below
+                if "twice_below" in out:
+                    out["twice_below"][i, where] = below + np.searchsorted(neg, pos, "right")
+            if "pos_below" in out:
+                run_start = np.ones(pos.size, bool)
+                run_start[1:] = pos[1:] != pos[:-1]
+                first = np.maximum.accumulate(np.where(run_start, np.arange(pos.size), 0))
+                out["pos_below"][i, where] = first
+
+    over_rows(maps, flat_u.shape[0])
+    return tuple(out[name].reshape(u.shape) for name in fields)
+
+
+def host_positive_counts(
+    u: jax.Array, g: jax.Array, fields: tuple[str, ...]
+) -> tuple[jax.Array, ...]:
+    """:func:`positive_counts` by numpy on the host (CPU backends); the same integers.
+
+    Several times faster than XLA:CPU's sort, gathers, scans and scatters of
+    :func:`xla_positive_counts` (256 maps of 224 x 224: 0.13 s against 2.2 s). Under
+    ``vmap`` the callback gets the whole batch ``(N, P)`` at once.
+    """
+    shape = jax.ShapeDtypeStruct(u.shape, jnp.int32)
+    return tuple(jax.pure_callback(partial(_numpy_positive_counts, fields=fields),
+                                   (shape,) * len(fields), u, g, vmap_method="expand_dims"))
+
+
+def positive_counts(
+    u: jax.Array, g: jax.Array, fields: tuple[str, ...] = COUNTS
+) -> PositiveCounts:
+    """Per pixel of G, the counts of B and G below it (:class:`PositiveCounts`).
+
+    Parameters
+    ----------
+    u : jax.Array, shape (P,), uint32
+        :func:`benchmark.metrics.threshold.order_keys` of ``(s, roi)``: equal keys are
+        exactly equal values over Ω (-0.0 and 0.0 included), 0 outside Ω.
+    g : jax.Array, shape (P,), bool
+        G, within Ω; B is the rest of Ω.
+    fields : tuple of str, default all of :data:`COUNTS`
+        The counts to compute (static); each is one more ``(P,)`` int32 array to fill
+        and hand back from the host.
+
+    Numpy on the host on CPU (:func:`host_positive_counts`), one radix sort elsewhere
+    (:func:`xla_positive_counts`, fast on GPU): the same integers, so the same scores.
+    """
+    fields = tuple(name for name in COUNTS if name in fields)
+    counts = lax.platform_dependent(u, g, cpu=partial(host_positive_counts, fields=fields),
+                                    default=partial(xla_positive_counts, fields=fields))
+    return PositiveCounts(**dict(zip(fields, counts, strict=True)))

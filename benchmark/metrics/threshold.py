@@ -35,6 +35,7 @@ import numpy as np
 from jax import lax
 
 from benchmark.metrics.counting import count
+from benchmark.metrics.host import over_rows
 from benchmark.metrics.ranking import descending
 
 N_OTSU_BINS = 256
@@ -158,8 +159,106 @@ def kth_largest_key(u: jax.Array, k: jax.Array) -> tuple[jax.Array, jax.Array]:
     return t, exact
 
 
+def xla_topk_cut(
+    u: jax.Array, k: jax.Array, tb_ranks: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """:func:`topk_cut` by two bisections of integer counts (no sort): the k-th largest
+    key (:func:`kth_largest_key`, at most 32 passes over the map), then, only when its
+    tie group is larger than the places left, the cut-off tie-break rank among that
+    group (at most ``bit_length(P - 1)`` passes)."""
+    t, exact = kth_largest_key(u, jnp.maximum(k, 1))
+    tied = u == t
+    places = k - count(u > t)  # >= 1 unless exact (then == |tied|)
+    need = ~exact & (count(tied) > places)
+    # Largest r with #{tied, tb_rank < r} < places: r is the tb_rank of the last winner.
+    n_bits = max(int(u.shape[0] - 1).bit_length(), 1)
+
+    def cond(state: tuple[jax.Array, jax.Array]) -> jax.Array:
+        return (state[1] >= 0) & need
+
+    def body(state: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
+        r, bit = state
+        cand = r | (jnp.int32(1) << bit)
+        c = count(tied & (tb_ranks < cand))
+        return jnp.where(c < places, cand, r), bit - 1
+
+    r, _ = lax.while_loop(cond, body, (jnp.int32(0), jnp.int32(n_bits - 1)))
+    return t, jnp.where(need, r, jnp.int32(u.shape[0]))
+
+
+def _numpy_topk_cut(
+    u: np.ndarray, k: np.ndarray, tb_ranks: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`topk_cut` in numpy: ``u`` (..., P), ``k`` (...), ``tb_ranks`` (..., P)
+    (broadcast). Per map one sort of the keys (numpy's SIMD sort; a partition is far
+    slower on maps that are mostly ties) and, when the k-th key's tie group must be cut,
+    one partition of the tie-break ranks of that group (distinct integers)."""
+    u, k, tb_ranks = np.asarray(u, np.uint32), np.asarray(k), np.asarray(tb_ranks, np.int32)
+    size = u.shape[-1]
+    batch = np.broadcast_shapes(u.shape[:-1], k.shape, tb_ranks.shape[:-1])
+    flat_u = np.broadcast_to(u, (*batch, size)).reshape(-1, size)
+    flat_k = np.broadcast_to(k, batch).reshape(-1)
+    flat_tb = np.broadcast_to(tb_ranks, (*batch, size)).reshape(-1, size)
+    t = np.zeros(flat_u.shape[0], np.uint32)
+    r = np.full(flat_u.shape[0], size, np.int32)
+
+    def maps(rows: range) -> None:
+        for i in rows:
+            k_i = int(flat_k[i])
+            if k_i < 1:  # empty region (masked by the caller)
+                continue
+            keys = np.sort(flat_u[i])
+            t[i] = keys[size - k_i]
+            above = size - int(np.searchsorted(keys, t[i], side="right"))
+            tied = flat_u[i] == t[i]
+            places = k_i - above
+            if size - above - int(np.searchsorted(keys, t[i], side="left")) > places:
+                ranks = flat_tb[i][tied]
+                r[i] = np.partition(ranks, places - 1)[places - 1]
+
+    over_rows(maps, flat_u.shape[0])
+    return t.reshape(batch), r.reshape(batch)
+
+
+def host_topk_cut(
+    u: jax.Array, k: jax.Array, tb_ranks: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """:func:`topk_cut` by numpy on the host (CPU backends); the same cut.
+
+    The bisections of :func:`xla_topk_cut` pass over the map up to 32 + 17 times
+    (224 x 224); numpy sorts it once. Under ``vmap`` the callback gets the whole batch.
+    """
+    shapes = (jax.ShapeDtypeStruct(k.shape, jnp.uint32), jax.ShapeDtypeStruct(k.shape, jnp.int32))
+    t, r = jax.pure_callback(_numpy_topk_cut, shapes, u, k, tb_ranks,
+                             vmap_method="expand_dims")
+    return t, r
+
+
+def topk_cut(u: jax.Array, k: jax.Array, tb_ranks: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Where the top-k region of order keys ``u`` ends: ``(t, r)``.
+
+    The region is ``(u > t) | ((u == t) & (tb_ranks <= r))``: the pixels above the k-th
+    largest key t, plus, among the pixels equal to it, those first in tie-break order
+    (r is the tie-break rank of the last one; ``P`` when the whole tie group fits).
+
+    Parameters
+    ----------
+    u : jax.Array, shape (P,), uint32
+        :func:`order_keys` (0 outside Ω).
+    k : jax.Array, scalar int32
+        Region size, 1 <= k <= |Ω| (k < 1: ``t`` and ``r`` are meaningless).
+    tb_ranks : jax.Array, shape (P,), int32
+        From :func:`tiebreak_ranks`.
+
+    Numpy on the host on CPU (:func:`host_topk_cut`), bisection elsewhere
+    (:func:`xla_topk_cut`): the same region.
+    """
+    t, r = lax.platform_dependent(u, k, tb_ranks, cpu=host_topk_cut, default=xla_topk_cut)
+    return t, r
+
+
 def topk_region(s: jax.Array, roi: jax.Array, k: jax.Array, tb_ranks: jax.Array) -> jax.Array:
-    """The top-k region of the top-K rule, found by selection (no sort).
+    """The top-k region of the top-K rule, found by selection (:func:`topk_cut`).
 
     Parameters
     ----------
@@ -176,36 +275,12 @@ def topk_region(s: jax.Array, roi: jax.Array, k: jax.Array, tb_ranks: jax.Array)
     jax.Array, shape (P,), bool
         Exactly ``(topk_ranks(s, roi, keys) < k) & roi``: the pixels above the k-th
         largest value, plus, among the pixels equal to it, those first in tie-break order.
-
-    Notes
-    -----
-    Two bisections of integer counts: the k-th largest value (:func:`kth_largest_key`,
-    at most 32 passes over the map), then, only when its tie group is larger than the
-    places left, the cut-off tie-break rank among that group (at most
-    ``bit_length(P - 1)`` passes).
     """
     u = order_keys(s, roi)
     k = jnp.maximum(k, 0).astype(jnp.int32)
-    t, exact = kth_largest_key(u, jnp.maximum(k, 1))
-    above = u > t
-    tied = (u == t) & roi
-    places = k - count(above)  # >= 1 unless exact (then == |tied|)
-    need = ~exact & (count(tied) > places)
-    # Largest r with #{tied, tb_rank < r} < places: r is the tb_rank of the last winner.
-    n_bits = max(int(s.shape[0] - 1).bit_length(), 1)
-
-    def cond(state: tuple[jax.Array, jax.Array]) -> jax.Array:
-        return (state[1] >= 0) & need
-
-    def body(state: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
-        r, bit = state
-        cand = r | (jnp.int32(1) << bit)
-        c = count(tied & (tb_ranks < cand))
-        return jnp.where(c < places, cand, r), bit - 1
-
-    r, _ = lax.while_loop(cond, body, (jnp.int32(0), jnp.int32(n_bits - 1)))
-    winners = tied & jnp.where(need, tb_ranks <= r, True)
-    return (above | winners) & roi & (k > 0)
+    t, r = topk_cut(u, k, tb_ranks)
+    winners = (u == t) & (tb_ranks <= r)
+    return ((u > t) | winners) & roi & (k > 0)
 
 
 def minmax_normalise(s: jax.Array, roi: jax.Array) -> jax.Array:
