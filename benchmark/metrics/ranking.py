@@ -213,12 +213,6 @@ def counts_below(a: KeyOrder, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
     return below, at_most
 
 
-def group_start(a: KeyOrder) -> jax.Array:
-    """Per ascending position, the position of the first member of its tie group, int32."""
-    idx = lax.iota(jnp.int32, a.order.shape[0])
-    return lax.cummax(jnp.where(a.is_first, idx, 0))
-
-
 def scatter_to_pixels(a: KeyOrder, sorted_values: jax.Array) -> jax.Array:
     """Values given per ascending position, returned per pixel (flat index order)."""
     return jnp.zeros_like(sorted_values).at[a.order].set(sorted_values, unique_indices=True)
