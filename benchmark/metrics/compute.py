@@ -22,6 +22,7 @@ from benchmark.metrics.validate import (
     check_options,
     check_reference,
     raise_non_finite,
+    reused_buffers,
     standard_arrays,
     standard_maps,
     standard_spacing,
@@ -107,24 +108,31 @@ def compute(
     >>> compute(s, g, ["pointing_game", "precision@top25"])["pointing_game"]
     array([1.])
     """
-    iv = _compute_iv(
-        saliency, reference, metrics, sign, roi, seed, chunk_size, spacing, pointing_tolerance_mm
-    )
-    n_images = iv.saliency.shape[0]
-    if not iv.names or n_images == 0:
-        return {name: np.zeros(n_images, np.float64) for name in iv.names}
+    # The inputs' aligned copies reuse the buffers of earlier calls: every array that
+    # wraps them stays inside this block (the results are numpy copies).
+    with reused_buffers():
+        iv = _compute_iv(
+            saliency, reference, metrics, sign, roi, seed, chunk_size, spacing,
+            pointing_tolerance_mm,
+        )
+        n_images = iv.saliency.shape[0]
+        if not iv.names or n_images == 0:
+            return {name: np.zeros(n_images, np.float64) for name in iv.names}
 
-    kernel = chunk_kernel(iv.plan)
-    chunk = chunk_length(n_images, min(iv.chunk_size, host_chunk_cap(iv.plan)), stream_length)
-    out = np.empty((n_images, len(iv.plan.metrics) + 1), np.float64)
-    for start in range(0, n_images, chunk):
-        stop = min(start + chunk, n_images)
-        per_image = (iv.saliency, iv.reference, iv.roi, iv.hit, iv.ks)
-        args = [padded(x[start:stop], chunk) for x in per_image]
-        values = kernel(*args, iv.taus, iv.keys, iv.sign_code, iv.spacing)
-        out[start:stop] = np.asarray(values, dtype=np.float64)[: stop - start]
+        kernel = chunk_kernel(iv.plan)
+        cap = min(iv.chunk_size, host_chunk_cap(iv.plan))
+        chunk = chunk_length(n_images, cap, stream_length)
+        out = np.empty((n_images, len(iv.plan.metrics) + 1), np.float64)
+        for start in range(0, n_images, chunk):
+            stop = min(start + chunk, n_images)
+            per_image = (iv.saliency, iv.reference, iv.roi, iv.hit, iv.ks)
+            args = [padded(x[start:stop], chunk) for x in per_image]
+            values = kernel(*args, iv.taus, iv.keys, iv.sign_code, iv.spacing)
+            out[start:stop] = np.asarray(values, dtype=np.float64)[: stop - start]
+        columns = {name: iv.columns[name] for name in iv.names}
+        del iv, args, values
     raise_non_finite(out[:, -1] == 1.0)  # the kernel's finiteness flag of each map
-    return {name: out[:, iv.columns[name]].copy() for name in iv.names}
+    return {name: out[:, column].copy() for name, column in columns.items()}
 
 
 @dataclass(frozen=True)

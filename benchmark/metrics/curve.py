@@ -24,7 +24,13 @@ from benchmark.metrics.kernels import overlap_scores
 from benchmark.metrics.preprocess import SIGNS, apply_sign, resize_to
 from benchmark.metrics.registry import METRICS
 from benchmark.metrics.threshold import minmax_normalise
-from benchmark.metrics.validate import Array, check_options, check_reference, standard_arrays
+from benchmark.metrics.validate import (
+    Array,
+    check_options,
+    check_reference,
+    reused_buffers,
+    standard_arrays,
+)
 
 REGION_METRICS = ("precision", "irrelevant_fraction", "recall", "iou", "dice")
 #: tau = 0.05, 0.10, ..., 0.95 (rounded, so each prints back as itself: ``iou@0.35``).
@@ -132,21 +138,25 @@ def compute_curve(
     """
     check_options(sign, seed, chunk_size)
     name, taus = _curve_iv(metric, thresholds)
-    sal, ref, roi_arr = standard_arrays(saliency, reference, roi)
-    check_reference(ref, [name], [METRICS[name]])
-    n_images = sal.shape[0]
-    out = np.empty((n_images, taus.size), np.float64)
-    if n_images == 0:
-        return out
-    shapes = (tuple(sal.shape[1:]), tuple(ref.shape[1:]))
-    kernel = _curve_kernel(*shapes, name, int(taus.size))
-    chunk = chunk_length(n_images, int(chunk_size), stream_length)
-    taus_arg, sign_code = jnp.asarray(taus), jnp.int32(SIGNS.index(sign))
-    for start in range(0, n_images, chunk):
-        stop = min(start + chunk, n_images)
-        args = [padded(x[start:stop], chunk) for x in (sal, ref, roi_arr)]
-        values = kernel(*args, taus_arg, sign_code)
-        out[start:stop] = np.asarray(values, dtype=np.float64)[: stop - start]
+    # As in ``compute``: the aligned copies reuse earlier calls' buffers, and no array
+    # that wraps them leaves the block.
+    with reused_buffers():
+        sal, ref, roi_arr = standard_arrays(saliency, reference, roi)
+        check_reference(ref, [name], [METRICS[name]])
+        n_images = sal.shape[0]
+        out = np.empty((n_images, taus.size), np.float64)
+        if n_images == 0:
+            return out
+        shapes = (tuple(sal.shape[1:]), tuple(ref.shape[1:]))
+        kernel = _curve_kernel(*shapes, name, int(taus.size))
+        chunk = chunk_length(n_images, int(chunk_size), stream_length)
+        taus_arg, sign_code = jnp.asarray(taus), jnp.int32(SIGNS.index(sign))
+        for start in range(0, n_images, chunk):
+            stop = min(start + chunk, n_images)
+            args = [padded(x[start:stop], chunk) for x in (sal, ref, roi_arr)]
+            values = kernel(*args, taus_arg, sign_code)
+            out[start:stop] = np.asarray(values, dtype=np.float64)[: stop - start]
+        del sal, ref, roi_arr, args, values
     return out
 
 

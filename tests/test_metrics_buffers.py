@@ -1,0 +1,110 @@
+"""The aligned input copies of ``compute`` reuse earlier calls' buffers, safely."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from benchmark.metrics import compute, compute_curve, validate
+
+NAMES = ["pointing_game", "mass_accuracy", "auroc", "iou@top15", "dice@0.5"]
+
+
+@pytest.fixture(autouse=True)
+def _empty_pool() -> None:
+    # Earlier tests in this process leave buffers in the pool; start from none.
+    validate._pool.free = []
+
+
+def _unaligned(x: np.ndarray) -> np.ndarray:
+    """A float32 copy of ``x`` that starts 4 bytes past a 64-byte boundary."""
+    raw = np.empty(x.size * 4 + 128, np.uint8)
+    start = -raw.ctypes.data % 64 + 4
+    out = raw[start : start + x.size * 4].view(np.float32).reshape(x.shape)
+    out[...] = x
+    return out
+
+
+def _data(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    sal = _unaligned(rng.normal(size=(12, 40, 40)))
+    ref = _unaligned((rng.random((12, 40, 40)) < 0.2).astype(np.float32))
+    return sal, ref
+
+
+def test_later_calls_reuse_the_buffers_and_score_their_own_inputs(monkeypatch):
+    first, second = _data(0), _data(1)
+    # Without reuse (every buffer fresh) as the reference.
+    monkeypatch.setattr(validate, "_KEEP_BYTES", 0)
+    want = [compute(*first, NAMES), compute(*second, NAMES)]
+    monkeypatch.undo()
+    taken: list[int] = []
+    real = validate._pool.take
+
+    def spy(nbytes: int) -> np.ndarray:
+        raw = real(nbytes)
+        taken.append(raw.ctypes.data)
+        return raw
+
+    monkeypatch.setattr(validate._pool, "take", spy)
+    got = [compute(*first, NAMES), compute(*second, NAMES), compute(*first, NAMES)]
+    assert len(taken) == 6 and taken[2:4] == taken[:2] == taken[4:]  # the same two buffers
+    for g, w in zip(got, [*want, want[0]], strict=True):
+        for name in NAMES:
+            np.testing.assert_array_equal(g[name], w[name], err_msg=name)
+    # compute_curve leases the same pool: its columns equal compute's at each tau.
+    curve = compute_curve(*second, "iou", [0.2, 0.5])
+    np.testing.assert_array_equal(curve[:, 1], compute(*second, ["iou@0.5"])["iou@0.5"])
+    compute(*first, NAMES)  # rewrites the pooled buffers; the curve is a copy
+    np.testing.assert_array_equal(curve[:, 0], compute(*second, ["iou@0.2"])["iou@0.2"])
+
+
+def test_a_call_that_fails_inside_the_block_drops_its_buffers():
+    sal, ref = _data(2)
+    bad = _unaligned(np.where(ref > 0, 0.5, 0.0))
+    compute(sal, ref, NAMES)
+    before = list(validate._pool.free)
+    with pytest.raises(ValueError, match="reference image 0"):
+        compute(sal, bad, NAMES)
+    # The failed call leased the free buffers; its traceback may hold arrays that wrap
+    # them, so they are not handed to a later call.
+    assert validate._pool.lease is None
+    assert not any(b is a for b in validate._pool.free for a in before)
+    # A saliency map with NaN fails after the block, once nothing wraps the buffers.
+    nan = sal.copy()
+    nan[3, 0, 0] = np.nan
+    compute(sal, ref, NAMES)
+    with pytest.raises(ValueError, match="saliency image 3"):
+        compute(nan, ref, NAMES)
+    assert len(validate._pool.free) == 2
+
+
+def test_buffers_are_per_thread():
+    sal, ref = _data(3)
+    compute(sal, ref, NAMES)
+    seen: list[list[np.ndarray]] = []
+    thread = threading.Thread(target=lambda: seen.append(list(validate._pool.free)))
+    thread.start()
+    thread.join()
+    assert seen == [[]] and validate._pool.free
+
+
+def test_large_inputs_are_not_kept(monkeypatch):
+    monkeypatch.setattr(validate, "_KEEP_BYTES", 1000)
+    compute(*_data(4), NAMES)
+    assert validate._pool.free == []
+
+
+def test_buffers_of_several_sizes_serve_the_smallest_fit():
+    rng = np.random.default_rng(5)
+    big = (_unaligned(rng.normal(size=(20, 64, 64))),
+           _unaligned((rng.random((20, 64, 64)) < 0.3).astype(np.float32)))
+    small = _data(6)
+    want = compute(*small, NAMES)
+    compute(*big, NAMES)
+    sizes = sorted(b.size for b in validate._pool.free)
+    assert len(sizes) == 4 and sizes[0] < sizes[2]  # two of each size
+    np.testing.assert_array_equal(compute(*small, NAMES)["auroc"], want["auroc"])
+    assert sorted(b.size for b in validate._pool.free) == sizes
