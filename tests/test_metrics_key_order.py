@@ -236,3 +236,49 @@ def test_host_steps_on_one_cpu_give_the_two_thread_values(monkeypatch):
     one = compute(sal, ref, names)
     for name in names:
         np.testing.assert_array_equal(_bits(one[name]), _bits(two[name]))
+
+
+@pytest.mark.parametrize("with_roi", [False, True])
+@pytest.mark.parametrize("shape", [(7, 9), (64, 64), (24, 20, 16)])
+def test_twice_ranks_on_the_host_equal_the_variadic_sorts(shape, with_roi):
+    # Spearman's average ranks: numpy on CPU, the tie groups of ranking.descending
+    # elsewhere; the same integers (ties, -0.0 beside 0.0, subnormals, empty Ω) on Ω.
+    s, _, roi = _batch(shape, sum(shape) + 2 * with_roi, with_roi)
+    u = jax.vmap(order_keys)(s, roi)
+    host = np.asarray(jax.jit(jax.vmap(ranking.host_twice_ranks))(u))
+
+    def sorted_twice(x, r):
+        rk = ranking.descending(x, r)
+        return ranking.to_pixels(rk, 2 * rk.n - rk.first - rk.last)
+
+    want = np.asarray(jax.jit(jax.vmap(sorted_twice))(s, roi))
+    roi = np.asarray(roi)
+    np.testing.assert_array_equal(np.where(roi, host, 0), np.where(roi, want, 0))
+    shared = jax.jit(jax.vmap(ranking.twice_ranks))(u, s, jnp.asarray(roi))
+    np.testing.assert_array_equal(np.where(roi, np.asarray(shared), 0), np.where(roi, want, 0))
+    # Brute force on one map: #{<} + #{<=} + 1 over Ω.
+    x, r = np.asarray(s[5]), roi[5]
+    for p in np.flatnonzero(r)[:50]:
+        assert host[5, p] == np.sum(r & (x < x[p])) + np.sum(r & (x <= x[p])) + 1
+
+
+def test_spearman_bit_identical_to_the_variadic_sort_ranks():
+    from benchmark.metrics import graded
+
+    rng = np.random.default_rng(8)
+    sal = np.round(rng.normal(size=(6, 30, 30)) * 3).astype(np.float32) / 3
+    sal[0] = 0.0
+    ref = np.round(rng.random((6, 30, 30)) * 4).astype(np.float32) / 4
+    got = compute(sal, ref, ["spearman", "spearman_abs", "cc"], sign="signed")
+
+    def old(s, w):
+        omega = jnp.ones(s.shape, bool)
+        rw = ranking.average_ranks(ranking.descending(w, omega))
+        rs = ranking.average_ranks(ranking.descending(s, omega))
+        ra = ranking.average_ranks(ranking.descending(jnp.abs(s), omega))
+        return graded._pearson(rs, rw, omega), graded._pearson(ra, rw, omega)
+
+    flat = (jnp.asarray(sal.reshape(6, -1)), jnp.asarray(ref.reshape(6, -1)))
+    want = jax.jit(jax.vmap(old))(*flat)
+    np.testing.assert_array_equal(_bits(got["spearman"]), _bits(want[0]))
+    np.testing.assert_array_equal(_bits(got["spearman_abs"]), _bits(want[1]))

@@ -194,12 +194,12 @@ HOST_CHUNK_BYTES = 1 << 24
 def host_chunk_cap(plan: Plan) -> int:
     """Largest chunk length for ``plan`` on this backend (a power of two).
 
-    Plans with host steps on CPU (``auroc`` / ``auprc`` counts, top-K regions and
-    ``rank_accuracy``: numpy callbacks) keep a chunk's keys within
+    Plans with host steps on CPU (``auroc`` / ``auprc`` counts, top-K regions,
+    ``rank_accuracy``, Spearman's ranks: numpy callbacks) keep a chunk's keys within
     :data:`HOST_CHUNK_BYTES`; other plans and backends are not capped. Results do not
     depend on the chunk length.
     """
-    if not (plan.needs_counts or plan.needs_ranks) or jax.default_backend() != "cpu":
+    if not plan.needs_host or jax.default_backend() != "cpu":
         return 1 << 62
     per_image = 4 * math.prod(plan.reference_shape)
     return 1 << max(0, (HOST_CHUNK_BYTES // per_image).bit_length() - 1)

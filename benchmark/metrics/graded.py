@@ -12,7 +12,7 @@ import jax.numpy as jnp
 
 from benchmark.metrics import ranking
 from benchmark.metrics.kernels import NAN, is_constant, tree_sum
-from benchmark.metrics.threshold import minmax_normalise
+from benchmark.metrics.threshold import minmax_normalise, order_keys
 
 KL_EPS = 2.2e-16  # METRICS.md's ε (float64 machine epsilon); a float32 normal number
 
@@ -48,10 +48,12 @@ def cc(s: jax.Array, w: jax.Array, roi: jax.Array) -> jax.Array:
 def average_ranks(x: jax.Array, roi: jax.Array) -> jax.Array:
     """1-based average ranks of ``x`` among the pixels of Ω (ties share their mean rank).
 
-    ``rank = (#{< x} + #{<= x} + 1) / 2`` over Ω, from the tie groups of one sort
-    (:func:`benchmark.metrics.ranking.average_ranks`). Values outside Ω are meaningless.
+    ``rank = (#{< x} + #{<= x} + 1) / 2`` over Ω, from the integer
+    :func:`benchmark.metrics.ranking.twice_ranks` (numpy's sort on CPU, the tie groups
+    of one XLA sort elsewhere: the same values). Values outside Ω are meaningless.
     """
-    return ranking.average_ranks(ranking.descending(x, roi))
+    twice = ranking.twice_ranks(order_keys(x, roi), x, roi)
+    return twice.astype(jnp.float32) / 2.0
 
 
 def spearman(

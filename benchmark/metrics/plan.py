@@ -30,9 +30,8 @@ _BINARY = {
     "mass_accuracy": kernels.mass_accuracy,
     "nss": kernels.nss,
 }
-# Metrics read from the one shared ordering of S (:mod:`.ranking`): the variadic sort of
-# :func:`.ranking.descending` when Spearman needs it, else the cheaper
-# :func:`.ranking.positive_counts` (same counts, bit-identical scores).
+# Metrics read from the counts below each pixel of G, shared by both
+# (:func:`.ranking.positive_counts`).
 _SORTED = {"auroc": kernels.auroc, "auprc": kernels.auprc}
 _GRADED = {
     "weighted_mass": graded.weighted_mass,
@@ -86,21 +85,16 @@ class Plan:
         )
 
     @property
-    def needs_sort(self) -> bool:
-        """Whether any metric reads the shared variadic sort of S (:func:`.ranking.descending`).
-
-        Only Spearman's average ranks need it (``auroc`` and ``auprc`` then share it).
-        Without Spearman, ``auroc`` and ``auprc`` share the cheaper
-        :func:`.ranking.positive_counts`; top-K regions and ``rank_accuracy`` select by
-        bisection (:func:`.threshold.topk_region`). Both are much cheaper on CPU.
-        """
-        return any(m == "spearman" for m, _ in self.metrics)
+    def needs_counts(self) -> bool:
+        """Whether ``auroc`` or ``auprc`` read :func:`.ranking.positive_counts`."""
+        return any(m in _SORTED for m, _ in self.metrics)
 
     @property
-    def needs_counts(self) -> bool:
-        """Whether ``auroc`` or ``auprc`` read :func:`.ranking.positive_counts` (no
-        Spearman)."""
-        return not self.needs_sort and any(m in _SORTED for m, _ in self.metrics)
+    def needs_host(self) -> bool:
+        """Whether the kernel has steps that run as numpy on the host on CPU (the counts
+        of ``auroc`` / ``auprc``, top-K cuts, Spearman's ranks)."""
+        return self.needs_counts or self.needs_ranks or any(
+            m in ("spearman", "spearman_abs") for m, _ in self.metrics)
 
 
 def _score_image(
@@ -123,14 +117,12 @@ def _score_image(
     g = (ref > 0.5) & omega  # binary metrics only; validated to be 0/1 then
 
     s_norm = minmax_normalise(s, omega) if any(r.kind != "top" for r in plan.regions) else None
-    # One ordering of S serves auroc, auprc and spearman: the variadic sort when spearman
-    # needs average ranks, else the counts below each pixel of G. Top-K regions and
-    # rank_accuracy select their pixels by bisection instead (``keys`` holds the
-    # tie-break ranks of :func:`.threshold.tiebreak_ranks` then, a dummy otherwise).
-    shared: ranking.Ranking | ranking.PositiveCounts | None = None
-    if plan.needs_sort:
-        shared = ranking.descending(s, omega)
-    elif plan.needs_counts:
+    # auroc and auprc share the counts below each pixel of G; Spearman reads average
+    # ranks (:func:`.graded.average_ranks`). Top-K regions and rank_accuracy select
+    # their pixels by a cut instead (``keys`` holds the tie-break ranks of
+    # :func:`.threshold.tiebreak_ranks` then, a dummy otherwise).
+    shared: ranking.PositiveCounts | None = None
+    if plan.needs_counts:
         wanted = {m for m, _ in plan.metrics}
         fields = (("twice_below",) if "auroc" in wanted else ()) + (
             ("neg_below", "pos_below") if "auprc" in wanted else ())
@@ -174,9 +166,7 @@ def _score_image(
         elif name in _SORTED:
             out.append(_SORTED[name](s, g, omega, shared))
         elif name == "spearman":
-            assert isinstance(shared, ranking.Ranking)
-            s_ranks = ranking.average_ranks(shared)
-            out.append(graded.spearman(s, ref, omega, s_ranks, ranks_of_w()))
+            out.append(graded.spearman(s, ref, omega, w_ranks=ranks_of_w()))
         elif name == "spearman_abs":
             out.append(graded.spearman_abs(s_raw, ref, omega, ranks_of_w()))
         elif name == "ssim":
