@@ -122,6 +122,10 @@ def rank_accuracy(top_g: jax.Array, g: jax.Array) -> jax.Array:
     return _ratio(count(g & top_g), n_g)
 
 
+#: The :func:`~benchmark.metrics.ranking.positive_counts` each metric reads.
+COUNTS_READ = {"auroc": ("twice_below",), "auprc": ("neg_below", "pos_below")}
+
+
 def auroc(
     s: jax.Array, g: jax.Array, roi: jax.Array,
     ranking: Ranking | PositiveCounts | None = None,
@@ -151,7 +155,8 @@ def auroc(
         below_or_equal = n0 - above  # #{b: S_b <= S}
         twice = below + below_or_equal  # 2 #{<} + #{=}
     else:
-        c = positive_counts(order_keys(s, roi), g, ("twice_below",)) if ranking is None else ranking
+        c = (positive_counts(order_keys(s, roi), g, COUNTS_READ["auroc"])
+             if ranking is None else ranking)
         assert c.twice_below is not None
         twice = c.twice_below
     ratio = twice.astype(jnp.float32) / den
@@ -182,7 +187,7 @@ def auprc(
         tp, _ = counts_above(ranking, g)
         pp = to_pixels(ranking, ranking.last + 1)
     else:
-        c = (positive_counts(order_keys(s, roi), g, ("neg_below", "pos_below"))
+        c = (positive_counts(order_keys(s, roi), g, COUNTS_READ["auprc"])
              if ranking is None else ranking)
         assert c.neg_below is not None and c.pos_below is not None
         tp = n1 - c.pos_below  # #{g: S_g >= S}

@@ -123,9 +123,7 @@ def _score_image(
     # :func:`.threshold.tiebreak_ranks` then, a dummy otherwise).
     shared: ranking.PositiveCounts | None = None
     if plan.needs_counts:
-        wanted = {m for m, _ in plan.metrics}
-        fields = (("twice_below",) if "auroc" in wanted else ()) + (
-            ("neg_below", "pos_below") if "auprc" in wanted else ())
+        fields = tuple(f for m, _ in plan.metrics for f in kernels.COUNTS_READ.get(m, ()))
         shared = ranking.positive_counts(order_keys(s, omega), g, fields)
     w_ranks: list[jax.Array] = []
 

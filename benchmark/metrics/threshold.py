@@ -210,10 +210,9 @@ def _numpy_topk_cut(
             keys = np.sort(flat_u[i])
             t[i] = keys[size - k_i]
             above = size - int(np.searchsorted(keys, t[i], side="right"))
-            tied = flat_u[i] == t[i]
             places = k_i - above
             if size - above - int(np.searchsorted(keys, t[i], side="left")) > places:
-                ranks = flat_tb[i][tied]
+                ranks = flat_tb[i][flat_u[i] == t[i]]  # the tie group's tie-break ranks
                 r[i] = np.partition(ranks, places - 1)[places - 1]
 
     over_rows(maps, flat_u.shape[0])
