@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import threading
 
+import jax
 import numpy as np
 import pytest
 
 from benchmark.metrics import compute, compute_curve, validate
+from benchmark.metrics.compute import chunks
 
 NAMES = ["pointing_game", "mass_accuracy", "auroc", "iou@top15", "dice@0.5"]
 
@@ -108,3 +110,17 @@ def test_buffers_of_several_sizes_serve_the_smallest_fit():
     assert len(sizes) == 4 and sizes[0] < sizes[2]  # two of each size
     np.testing.assert_array_equal(compute(*small, NAMES)["auroc"], want["auroc"])
     assert sorted(b.size for b in validate._pool.free) == sizes
+
+
+def test_chunks_wrap_the_inputs_without_copies_and_pad_the_last():
+    x = validate.aligned(np.arange(5 * 64 * 64, dtype=np.float32).reshape(5, 64, 64),
+                         np.float32)  # fmt: skip
+    got = list(chunks([jax.device_put(x), x], 5, 2))
+    assert [(start, stop) for start, stop, _ in got] == [(0, 2), (2, 4), (4, 5)]
+    for start, _, arrays in got[:2]:
+        for arr in arrays:  # a JAX array on the CPU and a numpy array alike
+            assert arr.shape == (2, 64, 64)
+            assert arr.unsafe_buffer_pointer() == x[start:].ctypes.data
+    want = np.concatenate([x[4:], np.zeros((1, 64, 64), np.float32)])
+    for arr in got[2][2]:
+        np.testing.assert_array_equal(np.asarray(arr), want)

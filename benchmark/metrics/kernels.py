@@ -15,13 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from benchmark.metrics.counting import count
-from benchmark.metrics.ranking import (
-    PositiveCounts,
-    Ranking,
-    counts_above,
-    positive_counts,
-    to_pixels,
-)
+from benchmark.metrics.ranking import PositiveCounts, positive_counts
 from benchmark.metrics.threshold import order_keys
 
 NAN = jnp.float32(jnp.nan)
@@ -127,16 +121,13 @@ COUNTS_READ = {"auroc": ("twice_below",), "auprc": ("neg_below", "pos_below")}
 
 
 def auroc(
-    s: jax.Array, g: jax.Array, roi: jax.Array,
-    ranking: Ranking | PositiveCounts | None = None,
+    s: jax.Array, g: jax.Array, roi: jax.Array, counts: PositiveCounts | None = None,
 ) -> jax.Array:
     """P(S_g > S_b) + ½ P(S_g = S_b) for g ∈ G, b ∈ Ω \\ G, exact with ties.
 
-    ``ranking`` is the caller's shared ordering of ``(s, roi)``: a
-    :func:`~benchmark.metrics.ranking.descending` :class:`Ranking` (when Spearman needs
-    one anyway) or the :func:`~benchmark.metrics.ranking.positive_counts` of
-    :func:`~benchmark.metrics.threshold.order_keys`; None computes the counts here.
-    Both give the same integer counts, hence bit-identical results.
+    ``counts`` are the caller's :func:`~benchmark.metrics.ranking.positive_counts` of
+    :func:`~benchmark.metrics.threshold.order_keys` of ``(s, roi)``, shared with
+    ``auprc`` (with at least the fields of :data:`COUNTS_READ`); None computes them here.
 
     Notes
     -----
@@ -149,29 +140,20 @@ def auroc(
     b = roi & ~g
     n1, n0 = count(g), count(b)
     den = 2.0 * jnp.maximum(n0, 1).astype(jnp.float32)
-    if isinstance(ranking, Ranking):
-        at_least, above = counts_above(ranking, b)
-        below = n0 - at_least  # #{b: S_b < S}
-        below_or_equal = n0 - above  # #{b: S_b <= S}
-        twice = below + below_or_equal  # 2 #{<} + #{=}
-    else:
-        c = (positive_counts(order_keys(s, roi), g, COUNTS_READ["auroc"])
-             if ranking is None else ranking)
-        assert c.twice_below is not None
-        twice = c.twice_below
-    ratio = twice.astype(jnp.float32) / den
+    c = positive_counts(order_keys(s, roi), g, COUNTS_READ["auroc"]) if counts is None else counts
+    assert c.twice_below is not None
+    ratio = c.twice_below.astype(jnp.float32) / den  # (2 #{b < S} + #{b = S}) / 2 n0
     share = jnp.where(g, ratio, 0.0)
     auc = tree_sum(share) / jnp.maximum(n1, 1).astype(jnp.float32)
     return jnp.where((n1 > 0) & (n0 > 0), auc, NAN)
 
 
 def auprc(
-    s: jax.Array, g: jax.Array, roi: jax.Array,
-    ranking: Ranking | PositiveCounts | None = None,
+    s: jax.Array, g: jax.Array, roi: jax.Array, counts: PositiveCounts | None = None,
 ) -> jax.Array:
     """Average precision of S ranking G over Ω (tied scores form one threshold).
 
-    ``ranking`` as in :func:`auroc`.
+    ``counts`` as in :func:`auroc`.
 
     Notes
     -----
@@ -183,15 +165,10 @@ def auprc(
     empty or G = Ω.
     """
     n1, n = count(g), count(roi)
-    if isinstance(ranking, Ranking):
-        tp, _ = counts_above(ranking, g)
-        pp = to_pixels(ranking, ranking.last + 1)
-    else:
-        c = (positive_counts(order_keys(s, roi), g, COUNTS_READ["auprc"])
-             if ranking is None else ranking)
-        assert c.neg_below is not None and c.pos_below is not None
-        tp = n1 - c.pos_below  # #{g: S_g >= S}
-        pp = tp + (count(roi & ~g) - c.neg_below)  # #{p in Ω: S_p >= S}
+    c = positive_counts(order_keys(s, roi), g, COUNTS_READ["auprc"]) if counts is None else counts
+    assert c.neg_below is not None and c.pos_below is not None
+    tp = n1 - c.pos_below  # #{g: S_g >= S}
+    pp = tp + (count(roi & ~g) - c.neg_below)  # #{p in Ω: S_p >= S}
     ratio = tp.astype(jnp.float32) / jnp.maximum(pp, 1).astype(jnp.float32)
     prec = jnp.where(g, ratio, 0.0)
     ap = tree_sum(prec) / jnp.maximum(n1, 1).astype(jnp.float32)

@@ -32,7 +32,7 @@ _BINARY = {
 }
 # Metrics read from the counts below each pixel of G, shared by both
 # (:func:`.ranking.positive_counts`).
-_SORTED = {"auroc": kernels.auroc, "auprc": kernels.auprc}
+_COUNTED = {"auroc": kernels.auroc, "auprc": kernels.auprc}
 _GRADED = {
     "weighted_mass": graded.weighted_mass,
     "cc": graded.cc,
@@ -87,7 +87,7 @@ class Plan:
     @property
     def needs_counts(self) -> bool:
         """Whether ``auroc`` or ``auprc`` read :func:`.ranking.positive_counts`."""
-        return any(m in _SORTED for m, _ in self.metrics)
+        return any(m in _COUNTED for m, _ in self.metrics)
 
     @property
     def needs_host(self) -> bool:
@@ -161,8 +161,8 @@ def _score_image(
             out.append(kernels.pointing_game(s, g, omega, h, peak))
         elif name in _BINARY:
             out.append(_BINARY[name](s, g, omega))
-        elif name in _SORTED:
-            out.append(_SORTED[name](s, g, omega, shared))
+        elif name in _COUNTED:
+            out.append(_COUNTED[name](s, g, omega, shared))
         elif name == "spearman":
             out.append(graded.spearman(s, ref, omega, w_ranks=ranks_of_w()))
         elif name == "spearman_abs":

@@ -8,13 +8,14 @@ float arithmetic on those counts is left to the metric kernels, in pixel order, 
 path below gives bit-identical scores.
 
 - :func:`descending` sorts the map once with one variadic sort and keeps the order, its
-  inverse (the rank of every pixel) and the tie groups: what Spearman's average ranks
-  need (``auroc`` and ``auprc`` then read it too).
-- Without Spearman, ``auroc`` and ``auprc`` need only, for each pixel of G, how many
-  pixels of B and of G lie below it: :func:`positive_counts`. On CPU numpy computes them
-  on the host from a sort of B's keys and a sort of G's keys
-  (:func:`host_positive_counts`); elsewhere one radix sort of all the order keys
-  (:func:`ascending`, single-operand uint32 sorts, fast on GPU) and prefix counts.
+  inverse (the rank of every pixel) and the tie groups: the top-K rank of every pixel
+  (:func:`benchmark.metrics.threshold.topk_ranks`) and, off CPU, Spearman's average
+  ranks (:func:`twice_ranks`; numpy sorts the order keys on the host on CPU).
+- ``auroc`` and ``auprc`` need only, for each pixel of G, how many pixels of B and of G
+  lie below it: :func:`positive_counts`. On CPU numpy computes them on the host from a
+  sort of B's keys and a sort of G's keys (:func:`host_positive_counts`); elsewhere one
+  radix sort of all the order keys (:func:`ascending`, single-operand uint32 sorts, fast
+  on GPU) and prefix counts.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from benchmark.metrics.host import over_rows
+from benchmark.threads import over_rows
 
 
 class Ranking(NamedTuple):
@@ -102,29 +103,6 @@ def descending(s: jax.Array, roi: jax.Array, keys: jax.Array | None = None) -> R
 def to_pixels(r: Ranking, sorted_values: jax.Array) -> jax.Array:
     """Values given per sorted position, returned per pixel (flat index order)."""
     return sorted_values[r.ranks]
-
-
-def counts_above(r: Ranking, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Per pixel p, ``#{q in mask: x_q >= x_p}`` and ``#{q in mask: x_q > x_p}``.
-
-    Exact int32 counts; meaningful for the pixels of Ω (``mask`` must lie within Ω).
-    """
-    in_order = mask[r.order].astype(jnp.int32)
-    inclusive = jnp.cumsum(in_order)
-    exclusive = inclusive - in_order
-    return to_pixels(r, inclusive[r.last]), to_pixels(r, exclusive[r.first])
-
-
-def average_ranks(r: Ranking) -> jax.Array:
-    """1-based ascending average ranks among Ω (ties share their mean rank), float32.
-
-    Equal to ``(#{< x} + #{<= x} + 1) / 2`` over Ω: with the tie group of a pixel at
-    descending positions ``a .. b``, ``#{< x} = n - 1 - b`` and ``#{<= x} = n - a``.
-    Values outside Ω are meaningless. (:func:`twice_ranks` gives the same integers
-    without this sort on CPU.)
-    """
-    twice = 2 * r.n - r.first - r.last
-    return to_pixels(r, twice).astype(jnp.float32) / 2.0
 
 
 class KeyOrder(NamedTuple):
@@ -266,7 +244,7 @@ def _numpy_positive_counts(
     keys in the sorted B keys and the first position of each run of equal G keys. G is
     usually the smaller set, so the sorts are of fewer and narrower values than a sort
     of the whole map with its indices. Maps are split between two threads
-    (:func:`~benchmark.metrics.host.over_rows`).
+    (:func:`~benchmark.threads.over_rows`).
     """
     u, g = np.broadcast_arrays(np.asarray(u, np.uint32), np.asarray(g, bool))
     size = u.shape[-1]

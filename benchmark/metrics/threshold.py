@@ -35,8 +35,8 @@ import numpy as np
 from jax import lax
 
 from benchmark.metrics.counting import count
-from benchmark.metrics.host import over_rows
 from benchmark.metrics.ranking import descending
+from benchmark.threads import over_rows
 
 N_OTSU_BINS = 256
 

@@ -10,6 +10,7 @@ import math
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 import jax
@@ -55,12 +56,20 @@ def aligned(x: Array, dtype: Any) -> np.ndarray:
     dtype = np.dtype(dtype)
     if x.dtype == dtype and x.flags.c_contiguous and x.ctypes.data % _ALIGN == 0:
         return x
-    nbytes = x.size * dtype.itemsize
-    raw = _pool.take(nbytes + _ALIGN)
-    start = -raw.ctypes.data % _ALIGN
-    out = raw[start : start + nbytes].view(dtype).reshape(x.shape)
+    out = aligned_empty(x.shape, dtype)
     np.copyto(out, x, casting="unsafe")
     return out
+
+
+def aligned_empty(shape: tuple[int, ...], dtype: Any, *, reuse: bool = True) -> np.ndarray:
+    """An uninitialised C-contiguous array of ``shape`` starting on a 64-byte boundary:
+    a buffer of an earlier call inside a :func:`reused_buffers` block when ``reuse``,
+    else a new one."""
+    dtype = np.dtype(dtype)
+    nbytes = math.prod(shape) * dtype.itemsize
+    raw = _pool.take(nbytes + _ALIGN) if reuse else np.empty(nbytes + _ALIGN, np.uint8)
+    start = -raw.ctypes.data % _ALIGN
+    return raw[start : start + nbytes].view(dtype).reshape(shape)
 
 
 #: Largest buffer kept between calls, and how many of them (per thread).
@@ -202,17 +211,19 @@ def _finite_per_image(x: jax.Array) -> jax.Array:
     return jnp.all(jnp.isfinite(x.reshape(x.shape[0], math.prod(x.shape[1:]))), axis=1)
 
 
-@jax.jit
-def _reference_flags(ref: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Per image: only 0/1 values; all values in [0, 1] (False for NaN). One fused pass
-    (int8 block counts of the offending pixels, which XLA:CPU vectorises; ``jnp.all``
-    over a fused predicate it does not)."""
+@partial(jax.jit, static_argnames="binary")
+def _reference_ok(ref: jax.Array, binary: bool) -> jax.Array:
+    """Per image (N,) bool: only 0/1 values when ``binary``, else all values in [0, 1]
+    (False for NaN). One fused pass: int8 block counts of the offending pixels, which
+    XLA:CPU vectorises (``jnp.all`` over a fused predicate it does not)."""
     r = ref.reshape(ref.shape[0], math.prod(ref.shape[1:]))  # N may be 0
 
-    def flags(x: jax.Array) -> tuple[jax.Array, jax.Array]:
-        return count(~((x == 0) | (x == 1))) == 0, count(~((x >= 0) & (x <= 1))) == 0
+    def ok(x: jax.Array) -> jax.Array:
+        if binary:
+            return count(~((x == 0) | (x == 1))) == 0
+        return count(~((x >= 0) & (x <= 1))) == 0
 
-    return jax.vmap(flags)(r)
+    return jax.vmap(ok)(r)
 
 
 def check_finite(sal: jax.Array) -> None:
@@ -231,22 +242,24 @@ def raise_non_finite(finite: np.ndarray) -> None:
 
 
 def check_reference(ref: jax.Array, names: Sequence[str], specs: Sequence[MetricSpec]) -> None:
-    """Binary metrics need a 0/1 reference, every metric one in [0, 1] (named on error)."""
+    """Binary metrics need a 0/1 reference, every metric one in [0, 1] (named on error).
+
+    One pass either way: a 0/1 reference is also in [0, 1], so with a binary metric
+    only the 0/1 check runs (its message comes first, as it would).
+    """
     kinds = {spec.reference_kind for spec in specs}
     if not kinds:
         return
-    binary, in_range = (np.asarray(flags) for flags in _reference_flags(ref))
-    if "binary" in kinds:
-        bad = np.flatnonzero(~binary)
-        if bad.size:
-            name = next(n for n, s in zip(names, specs, strict=True)
-                        if s.reference_kind == "binary")  # fmt: skip
-            raise ValueError(
-                f"metric {name!r} needs a binary reference (only 0/1) but reference image "
-                f"{int(bad[0])} has other values; binarise it (e.g. consensus) or use a "
-                "graded metric such as weighted_mass"
-            )
-    bad = np.flatnonzero(~in_range)
+    binary = "binary" in kinds
+    bad = np.flatnonzero(~np.asarray(_reference_ok(ref, binary)))
+    if bad.size and binary:
+        name = next(n for n, s in zip(names, specs, strict=True)
+                    if s.reference_kind == "binary")  # fmt: skip
+        raise ValueError(
+            f"metric {name!r} needs a binary reference (only 0/1) but reference image "
+            f"{int(bad[0])} has other values; binarise it (e.g. consensus) or use a "
+            "graded metric such as weighted_mass"
+        )
     if bad.size:
         raise ValueError(
             f"reference image {int(bad[0])} has values outside [0, 1] (or NaN); graded "

@@ -7,7 +7,6 @@ the argument and the allowed values.
 
 from __future__ import annotations
 
-import itertools
 import math
 import numbers
 from collections.abc import Sequence
@@ -16,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from benchmark.stats._threads import side_by_side
+from benchmark.threads import alternate, side_by_side
 
 METHODS = ("bca", "percentile")
 WEIGHTINGS = ("case", "image")
@@ -177,10 +176,7 @@ def _group_codes(
         return None
     # Arrow string columns factorize without the GIL: two at a time on two threads.
     with side_by_side(len(by) > 1 and len(frame) >= _THREADED_ROWS) as worker:
-        later = [worker.submit(_factorize_sorted, frame[col]) for col in by[1::2]]
-        here = [_factorize_sorted(frame[col]) for col in by[::2]]
-        factorized = [f.result() for f in later]
-    factorized = [x for pair in itertools.zip_longest(here, factorized) for x in pair][:len(by)]
+        factorized = alternate(worker, _factorize_sorted, [frame[col] for col in by])
     codes, uniques = [], []
     radix = 1
     for done in factorized:

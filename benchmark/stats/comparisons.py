@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from benchmark.stats._threads import side_by_side
 from benchmark.stats._validation import (
     METHODS,
     WEIGHTINGS,
@@ -33,6 +32,7 @@ from benchmark.stats.aggregate import cell_case_sums, ratio_terms
 from benchmark.stats.engine import ColumnIntervals, bootstrap_differences
 from benchmark.stats.permutation import rank_biserial, sign_flip_pvalues, wilcoxon_pvalues
 from benchmark.stats.resample import draw_counts, split_seed
+from benchmark.threads import side_by_side
 
 FAMILIES = ("methods", "models")
 CELL = ["model", "split", "method", "reference", "metric"]

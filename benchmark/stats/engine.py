@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from benchmark.stats._threads import side_by_side
 from benchmark.stats.aggregate import ratio_jackknife
 from benchmark.stats.intervals import (
     BCA,
@@ -23,6 +22,7 @@ from benchmark.stats.intervals import (
     sort_rows,
     standard_error_sorted,
 )
+from benchmark.threads import alternate, side_by_side
 
 #: Upper bound on ``(n_boot + 1) * columns`` per chunk (doubles).
 CHUNK_ELEMENTS = 2**22
@@ -133,12 +133,10 @@ def bootstrap_columns(
     # would be in a loop); an even number of them keeps both threads busy.
     chunks = _even_chunks(k, max(1, CHUNK_ELEMENTS // (n_boot + 1)))
     with side_by_side(len(chunks) > 1) as worker:
-        later = {i: worker.submit(chunk, cols) for i, cols in enumerate(chunks) if i % 2}
-        here = {i: chunk(cols) for i, cols in enumerate(chunks) if not i % 2}
-        done = {**here, **{i: f.result() for i, f in later.items()}}
+        done = alternate(worker, chunk, chunks)
     parts = _Parts()
-    for i in range(len(chunks)):
-        parts.extend(done[i])
+    for part in done:
+        parts.extend(part)
     return parts.result(n_boot, keep_replicates, standard_error)
 
 

@@ -1,4 +1,4 @@
-"""Stages run side by side (``benchmark.stats._threads``) give the values of a plain loop."""
+"""Work split over two threads (``benchmark.threads``) gives the values of a plain loop."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 from threadpoolctl import threadpool_info
 
-from benchmark.stats import _threads, bootstrap, compare
+from benchmark import threads as _threads
+from benchmark.stats import bootstrap, compare
 from benchmark.stats.engine import _even_chunks
 
 
