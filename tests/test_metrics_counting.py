@@ -81,20 +81,26 @@ def test_unaligned_and_aligned_inputs_score_the_same():
 
 
 @pytest.mark.parametrize("sign", ["positive", "abs", "signed"])
-def test_signed_peak_is_the_max_of_the_signed_map(sign):
-    from benchmark.metrics.preprocess import SIGNS, apply_sign, signed_peak
+def test_signed_bounds_are_the_min_and_max_of_the_signed_map(sign):
+    from benchmark.metrics.preprocess import SIGNS, apply_sign, signed_bounds
 
     rng = np.random.default_rng(3)
-    maps = rng.normal(size=(6, 50)).astype(np.float32)
+    maps = rng.normal(size=(9, 50)).astype(np.float32)
     maps[1] = -np.abs(maps[1])  # all negative: S+ peaks at 0
     maps[2] = 0.0
     maps[3] = -0.0
     maps[4, :10] = 7.0  # tied maxima
     maps[5] = -maps[5] * 1e-39  # subnormal
+    maps[6] = np.abs(maps[6]) + 0.5  # all positive: min |S| = min S
+    maps[7, 3] = -0.0  # a signed zero among mixed signs: min |S| = 0
+    maps[8] = np.linspace(-3, -1, 50)  # all negative: min |S| = -max S
     code = jnp.int32(SIGNS.index(sign))
-    got = jax.vmap(lambda s: signed_peak(s, code))(jnp.asarray(maps))
-    want = jax.vmap(lambda s: jnp.max(apply_sign(s, code)))(jnp.asarray(maps))
-    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    lo, hi = jax.vmap(lambda s: signed_bounds(s, code))(jnp.asarray(maps))
+    signed = jax.vmap(lambda s: apply_sign(s, code))(jnp.asarray(maps))
+    for got, want in ((lo, jnp.min(signed, axis=1)), (hi, jnp.max(signed, axis=1))):
+        # Equal values; a zero may differ in its sign (-0.0 and 0.0 compare equal and
+        # every use of the bounds only subtracts and compares them).
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
 
 
 @pytest.mark.parametrize("sign", ["positive", "abs", "signed"])

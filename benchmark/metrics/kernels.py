@@ -90,7 +90,7 @@ def pointing_game(
     :func:`benchmark.metrics.distance.tolerance_hits`; None means tolerance 0, H = G.
     Ties get fractional credit, so a constant map scores |H ∩ Ω| / |Ω| (|G| / |Ω| at
     tolerance 0). NaN when G is empty. ``peak``, optional, is max S over Ω when the
-    caller has it (:func:`benchmark.metrics.preprocess.signed_peak`).
+    caller has it (:func:`benchmark.metrics.preprocess.signed_bounds`).
     """
     if peak is None:
         peak = jnp.max(jnp.where(roi, s, -jnp.inf))

@@ -17,7 +17,8 @@ import jax
 import jax.numpy as jnp
 
 from benchmark.metrics import distance, graded, kernels, ranking, similarity
-from benchmark.metrics.preprocess import apply_sign, resize_to, signed_peak
+from benchmark.metrics.counting import count
+from benchmark.metrics.preprocess import apply_sign, resize_to, signed_bounds
 from benchmark.metrics.threshold import (
     minmax_normalise,
     order_keys,
@@ -92,9 +93,10 @@ class Plan:
     @property
     def needs_host(self) -> bool:
         """Whether the kernel has steps that run as numpy on the host on CPU (the counts
-        of ``auroc`` / ``auprc``, top-K cuts, Spearman's ranks)."""
-        return self.needs_counts or self.needs_ranks or any(
-            m in ("spearman", "spearman_abs") for m, _ in self.metrics)
+        of ``auroc`` / ``auprc``, top-K cuts, Spearman's ranks, Otsu's histogram)."""
+        return (self.needs_counts or self.needs_ranks
+                or any(r.kind == "otsu" for r in self.regions)
+                or any(m in ("spearman", "spearman_abs") for m, _ in self.metrics))
 
 
 def _score_image(
@@ -116,7 +118,12 @@ def _score_image(
     omega = roi.ravel() if plan.has_roi else jnp.ones(ref.size, bool)
     g = (ref > 0.5) & omega  # binary metrics only; validated to be 0/1 then
 
-    s_norm = minmax_normalise(s, omega) if any(r.kind != "top" for r in plan.regions) else None
+    # Over the whole grid, bounds and peak come from the raw map (plain reductions).
+    whole = not plan.has_roi and plan.saliency_shape == plan.reference_shape
+    bounds = signed_bounds(s_raw, sign_code) if whole else None
+    s_norm = None
+    if any(r.kind != "top" for r in plan.regions):
+        s_norm = minmax_normalise(s, omega, bounds)
     # auroc and auprc share the counts below each pixel of G; Spearman reads average
     # ranks (:func:`.graded.average_ranks`). Top-K regions and rank_accuracy select
     # their pixels by a cut instead (``keys`` holds the tie-break ranks of
@@ -155,9 +162,7 @@ def _score_image(
             out.append(kernels.rank_accuracy(top_g, g))
         elif name == "pointing_game":
             h = hit if plan.pointing_tolerance else None
-            # Over the whole grid the peak comes from the raw map (a plain reduction).
-            whole = not plan.has_roi and plan.saliency_shape == plan.reference_shape
-            peak = signed_peak(s_raw, sign_code) if whole else None
+            peak = bounds[1] if bounds is not None else None
             out.append(kernels.pointing_game(s, g, omega, h, peak))
         elif name in _BINARY:
             out.append(_BINARY[name](s, g, omega))
@@ -202,7 +207,9 @@ def chunk_kernel(plan: Plan) -> Callable[..., jax.Array]:
                   ks: jax.Array, taus: jax.Array, keys: jax.Array, sign_code: jax.Array,
                   spacing: jax.Array) -> jax.Array:  # fmt: skip
         scores = _score_image(plan, sal, ref, roi, hit, ks, taus, keys, sign_code, spacing)
-        finite = jnp.all(jnp.isfinite(sal)).astype(jnp.float32)
+        # An int8 block count, which XLA:CPU vectorises (``all`` over the fused
+        # predicate runs as a scalar loop).
+        finite = (count(~jnp.isfinite(sal.ravel())) == 0).astype(jnp.float32)
         return jnp.concatenate([scores, finite[None]])
 
     return jax.jit(jax.vmap(per_image, in_axes=(0, 0, 0, 0, 0, None, None, None, None)))

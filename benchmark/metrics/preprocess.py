@@ -6,6 +6,7 @@ from typing import Literal
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 Sign = Literal["positive", "abs", "signed"]
 SIGNS: tuple[str, ...] = ("positive", "abs", "signed")
@@ -44,13 +45,29 @@ def apply_sign(s: jax.Array, sign_code: jax.Array) -> jax.Array:
     return jnp.where(sign_code == 0, jnp.maximum(s, 0.0), jnp.where(sign_code == 1, jnp.abs(s), s))
 
 
-def signed_peak(s: jax.Array, sign_code: jax.Array) -> jax.Array:
-    """``max(apply_sign(s, sign_code))`` from the maximum and minimum of ``s`` itself.
+def signed_bounds(s: jax.Array, sign_code: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(min, max)`` of ``apply_sign(s, sign_code)`` from the minimum and maximum of ``s``.
 
-    The same value exactly (max S⁺ = max(max S, 0), max |S| = max(max S, -min S)), but
-    XLA:CPU computes a plain max / min of a kernel input with its vectorised reduction,
-    while a max over the fused sign rule runs as a scalar loop (about 10x slower).
+    The same values exactly: S⁺ = max(S, 0) is monotone, so its bounds are those of S
+    clipped at 0; max |S| = max(max S, -min S). Only min |S| needs its own pass, and only
+    for ``abs`` (a ``lax.cond`` on the unbatched sign). XLA:CPU computes a plain max /
+    min of a kernel input with its vectorised reduction, while one over the fused sign
+    rule runs as a scalar loop (about 10x slower).
+
+    Parameters
+    ----------
+    s : jax.Array, shape (P,), float32
+        The raw map (a kernel input, not an expression of one, for the fast reduction).
+    sign_code : jax.Array, scalar int32
+
+    Returns
+    -------
+    lo, hi : jax.Array, scalar float32
     """
     hi, lo = jnp.max(s), jnp.min(s)
-    return jnp.where(sign_code == 0, jnp.maximum(hi, 0.0),
-                     jnp.where(sign_code == 1, jnp.maximum(hi, -lo), hi))
+    is_abs = sign_code == 1
+    top = jnp.where(sign_code == 0, jnp.maximum(hi, 0.0),
+                    jnp.where(is_abs, jnp.maximum(hi, -lo), hi))
+    bottom = lax.cond(is_abs, lambda x: jnp.min(jnp.abs(x)), lambda x: lo, s)
+    bottom = jnp.where(sign_code == 0, jnp.maximum(lo, 0.0), bottom)
+    return bottom, top
