@@ -118,3 +118,29 @@ def test_pointing_game_with_the_whole_grid_as_roi_equals_no_roi(sign):
     if sign == "signed":  # brute force: fractional credit over the tied maxima
         want = (tied & (g.reshape(8, -1) > 0)).sum(axis=1) / tied.sum(axis=1)
         np.testing.assert_allclose(a, want, rtol=1e-6)
+
+
+@pytest.mark.parametrize("sign", ["positive", "abs", "signed"])
+def test_metrics_reading_the_raw_bounds_equal_the_masked_ones(sign):
+    # Without a roi the threshold regions, nss, cc, sim and kl read S's bounds from the
+    # raw map (signed_bounds); an all-True roi takes the masked min / max: same bits.
+    rng = np.random.default_rng(6)
+    s = np.round(rng.normal(size=(10, 14, 12)), 1).astype(np.float32)
+    s[0], s[1], s[2] = 0.0, -1.0, 2.5  # constant maps: empty / whole regions, NaN scores
+    s[3, :4] = -0.0
+    g = (rng.random(s.shape) < 0.3).astype(np.float32)
+    w = np.round(rng.random(s.shape) * 3) / 3
+    full = np.ones(s.shape, bool)
+    exact = [f"{m}@{t}" for m in ("iou", "precision") for t in ("0", "0.5", "otsu", "1")]
+    a = compute(s, g, [*exact, "pointing_game"], sign=sign)
+    b = compute(s, g, [*exact, "pointing_game"], sign=sign, roi=full)
+    for name in a:  # counts of regions: the same integers, the same bits
+        np.testing.assert_array_equal(a[name].view(np.uint64), b[name].view(np.uint64),
+                                      err_msg=name)
+    # Sums over a masked map may round differently; the constant maps' NaN may not.
+    for names, ref in ((["nss"], g), (["cc", "sim", "kl"], w)):
+        a = compute(s, ref, names, sign=sign)
+        b = compute(s, ref, names, sign=sign, roi=full)
+        for name in names:
+            np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-7, err_msg=name)
+            assert np.isnan(a[name][:3]).all() and not np.isnan(a[name][3:]).any(), name

@@ -29,20 +29,29 @@ def weighted_mass(s: jax.Array, w: jax.Array, roi: jax.Array) -> jax.Array:
     return jnp.where(ok, weighted / jnp.where(total != 0, total, 1.0), NAN)
 
 
-def _pearson(x: jax.Array, y: jax.Array, roi: jax.Array) -> jax.Array:
-    """Pearson correlation over Ω; NaN when x or y is constant on Ω."""
+Bounds = tuple[jax.Array, jax.Array]
+
+
+def _pearson(
+    x: jax.Array, y: jax.Array, roi: jax.Array, x_bounds: Bounds | None = None
+) -> jax.Array:
+    """Pearson correlation over Ω; NaN when x or y is constant on Ω (``x_bounds``: as
+    in :func:`.kernels.is_constant`)."""
     n = jnp.maximum(jnp.sum(roi, dtype=jnp.int32), 1).astype(jnp.float32)
     xc = jnp.where(roi, x - tree_sum(jnp.where(roi, x, 0.0)) / n, 0.0)
     yc = jnp.where(roi, y - tree_sum(jnp.where(roi, y, 0.0)) / n, 0.0)
     r = tree_sum(xc * yc) / jnp.sqrt(tree_sum(xc**2) * tree_sum(yc**2))
     # Rounding can push |r| a hair past 1 for perfectly (anti)correlated maps.
     r = jnp.clip(r, -1.0, 1.0)
-    return jnp.where(is_constant(x, roi) | is_constant(y, roi), NAN, r)
+    return jnp.where(is_constant(x, roi, x_bounds) | is_constant(y, roi), NAN, r)
 
 
-def cc(s: jax.Array, w: jax.Array, roi: jax.Array) -> jax.Array:
-    """Pearson correlation of S and W over Ω. NaN when S or W is constant on Ω."""
-    return _pearson(s, w, roi)
+def cc(s: jax.Array, w: jax.Array, roi: jax.Array, bounds: Bounds | None = None) -> jax.Array:
+    """Pearson correlation of S and W over Ω. NaN when S or W is constant on Ω.
+
+    ``bounds``: ``(min, max)`` of S over Ω when the caller has them.
+    """
+    return _pearson(s, w, roi, bounds)
 
 
 def average_ranks(x: jax.Array, roi: jax.Array) -> jax.Array:
@@ -86,31 +95,32 @@ def spearman_abs(
     return spearman(jnp.abs(s_raw), w, roi, w_ranks=w_ranks)
 
 
-def _as_distribution(x: jax.Array, roi: jax.Array) -> jax.Array:
+def _as_distribution(x: jax.Array, roi: jax.Array, bounds: Bounds | None = None) -> jax.Array:
     """Min-max normalise over Ω, zero outside, divide by the sum (0 for a constant map)."""
-    x_norm = jnp.where(roi, minmax_normalise(x, roi), 0.0)
+    x_norm = jnp.where(roi, minmax_normalise(x, roi, bounds), 0.0)
     total = tree_sum(x_norm)
     return x_norm / jnp.where(total > 0, total, 1.0)
 
 
-def sim(s: jax.Array, w: jax.Array, roi: jax.Array) -> jax.Array:
+def sim(s: jax.Array, w: jax.Array, roi: jax.Array, bounds: Bounds | None = None) -> jax.Array:
     """Histogram intersection Σ min(Ŝ, Ŵ). NaN when S or W is constant on Ω.
 
     A constant map min-max normalises to 0 everywhere and cannot be made a
-    distribution, hence NaN.
+    distribution, hence NaN. ``bounds``: ``(min, max)`` of S over Ω when the caller
+    has them.
     """
-    s_hat, w_hat = _as_distribution(s, roi), _as_distribution(w, roi)
+    s_hat, w_hat = _as_distribution(s, roi, bounds), _as_distribution(w, roi)
     value = tree_sum(jnp.minimum(s_hat, w_hat))
-    return jnp.where(is_constant(s, roi) | is_constant(w, roi), NAN, value)
+    return jnp.where(is_constant(s, roi, bounds) | is_constant(w, roi), NAN, value)
 
 
-def kl(s: jax.Array, w: jax.Array, roi: jax.Array) -> jax.Array:
+def kl(s: jax.Array, w: jax.Array, roi: jax.Array, bounds: Bounds | None = None) -> jax.Array:
     """KL(W ‖ S) = Σ Ŵ log(ε + Ŵ / (Ŝ + ε)), Ŝ and Ŵ as in :func:`sim`; lower is better.
 
-    NaN when S or W is constant on Ω.
+    NaN when S or W is constant on Ω. ``bounds`` as in :func:`sim`.
     """
-    s_hat, w_hat = _as_distribution(s, roi), _as_distribution(w, roi)
+    s_hat, w_hat = _as_distribution(s, roi, bounds), _as_distribution(w, roi)
     eps = jnp.float32(KL_EPS)
     terms = w_hat * jnp.log(eps + w_hat / (s_hat + eps))
     value = tree_sum(jnp.where(roi, terms, 0.0))
-    return jnp.where(is_constant(s, roi) | is_constant(w, roi), NAN, value)
+    return jnp.where(is_constant(s, roi, bounds) | is_constant(w, roi), NAN, value)

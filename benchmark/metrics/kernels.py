@@ -175,11 +175,15 @@ def auprc(
     return jnp.where((n1 > 0) & (n1 < n), ap, NAN)
 
 
-def nss(s: jax.Array, g: jax.Array, roi: jax.Array) -> jax.Array:
+def nss(
+    s: jax.Array, g: jax.Array, roi: jax.Array,
+    bounds: tuple[jax.Array, jax.Array] | None = None,
+) -> jax.Array:
     """Mean over G of (S - mean_Ω S) / std_Ω S (population std, ddof = 0).
 
     NaN when G is empty or S is constant on Ω (tested exactly as max == min, since a
-    float32 std of a constant map need not be exactly 0).
+    float32 std of a constant map need not be exactly 0). ``bounds``: ``(min, max)`` of
+    S over Ω when the caller has them (:func:`is_constant`).
     """
     n = jnp.maximum(count(roi), 1).astype(jnp.float32)
     mean = tree_sum(jnp.where(roi, s, 0.0)) / n
@@ -187,9 +191,18 @@ def nss(s: jax.Array, g: jax.Array, roi: jax.Array) -> jax.Array:
     std = jnp.sqrt(tree_sum(centred**2) / n)
     n_g = count(g)
     score = tree_sum(jnp.where(g, centred, 0.0)) / jnp.maximum(n_g, 1) / std
-    return jnp.where((n_g > 0) & ~is_constant(s, roi), score, NAN)
+    return jnp.where((n_g > 0) & ~is_constant(s, roi, bounds), score, NAN)
 
 
-def is_constant(x: jax.Array, roi: jax.Array) -> jax.Array:
-    """True when ``x`` takes one value on Ω (or Ω is empty)."""
+def is_constant(
+    x: jax.Array, roi: jax.Array, bounds: tuple[jax.Array, jax.Array] | None = None
+) -> jax.Array:
+    """True when ``x`` takes one value on Ω (or Ω is empty).
+
+    ``bounds``, optional: ``(min, max)`` of ``x`` over Ω when the caller has them
+    (:func:`benchmark.metrics.preprocess.signed_bounds`: plain reductions of the raw
+    map, where XLA:CPU runs the masked ones here as scalar loops).
+    """
+    if bounds is not None:
+        return bounds[1] <= bounds[0]
     return jnp.max(jnp.where(roi, x, -jnp.inf)) <= jnp.min(jnp.where(roi, x, jnp.inf))

@@ -34,12 +34,9 @@ _BINARY = {
 # Metrics read from the counts below each pixel of G, shared by both
 # (:func:`.ranking.positive_counts`).
 _COUNTED = {"auroc": kernels.auroc, "auprc": kernels.auprc}
-_GRADED = {
-    "weighted_mass": graded.weighted_mass,
-    "cc": graded.cc,
-    "sim": graded.sim,
-    "kl": graded.kl,
-}
+_GRADED = {"weighted_mass": graded.weighted_mass}
+# Graded kernels that also take S's bounds over Ω (:func:`.preprocess.signed_bounds`).
+_GRADED_BOUNDED = {"cc": graded.cc, "sim": graded.sim, "kl": graded.kl}
 
 
 @dataclass(frozen=True)
@@ -164,6 +161,8 @@ def _score_image(
             h = hit if plan.pointing_tolerance else None
             peak = bounds[1] if bounds is not None else None
             out.append(kernels.pointing_game(s, g, omega, h, peak))
+        elif name == "nss":
+            out.append(kernels.nss(s, g, omega, bounds))
         elif name in _BINARY:
             out.append(_BINARY[name](s, g, omega))
         elif name in _COUNTED:
@@ -177,6 +176,8 @@ def _score_image(
         elif name == "peak_distance":
             coords = distance.grid_coordinates(plan.reference_shape)
             out.append(distance.peak_distance(s, ref, omega, coords, spacing))
+        elif name in _GRADED_BOUNDED:
+            out.append(_GRADED_BOUNDED[name](s, ref, omega, bounds))
         else:
             out.append(_GRADED[name](s, ref, omega))
     return jnp.stack(out).astype(jnp.float32)
