@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import threading
 
 import jax
@@ -124,3 +125,38 @@ def test_chunks_wrap_the_inputs_without_copies_and_pad_the_last():
     want = np.concatenate([x[4:], np.zeros((1, 64, 64), np.float32)])
     for arr in got[2][2]:
         np.testing.assert_array_equal(np.asarray(arr), want)
+
+
+def test_large_batches_go_in_blocks_with_the_same_values_and_image_numbers(monkeypatch):
+    # The module, not the function that benchmark.metrics exports under its name.
+    compute_module = importlib.import_module("benchmark.metrics.compute")
+    sal, ref = _data(3)
+    names = [*NAMES, "rank_accuracy", "precision@otsu"]
+    whole = compute(sal, ref, names, chunk_size=4)
+    # 40 x 40 float32 maps: 6,400 bytes each; buffers of 4 maps -> blocks of 4 images.
+    monkeypatch.setattr(compute_module, "largest_kept_buffer", lambda: 4 * 6400)
+    blocks: list[int] = []
+    real = compute_module._compute_block
+
+    def spy(saliency, *args, **kwargs):
+        blocks.append(len(saliency))
+        return real(saliency, *args, **kwargs)
+
+    monkeypatch.setattr(compute_module, "_compute_block", spy)
+    got = compute(sal, ref, names, chunk_size=4)
+    assert blocks == [4, 4, 4]
+    for name in names:
+        np.testing.assert_array_equal(got[name].view(np.uint64), whole[name].view(np.uint64))
+    # Messages name images by their number in the whole batch.
+    bad_ref = ref.copy()
+    bad_ref[9, 0, 0] = 0.5
+    with pytest.raises(ValueError, match="reference image 9 has other values"):
+        compute(sal, bad_ref, names, chunk_size=4)
+    bad_sal = sal.copy()
+    bad_sal[2, 1, 1], bad_sal[10, 3, 3] = np.nan, np.inf
+    with pytest.raises(ValueError, match=r"image 2 contains NaN or inf \(and 1 more: \[10\]\)"):
+        compute(bad_sal, ref, names, chunk_size=4)
+    # A chunk longer than a block: one call, as before.
+    blocks.clear()
+    compute(sal, ref, names, chunk_size=8)
+    assert blocks == [12]

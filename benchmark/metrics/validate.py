@@ -77,6 +77,12 @@ _KEEP_BYTES = 1 << 26
 _KEEP_BUFFERS = 4
 
 
+def largest_kept_buffer() -> int:
+    """Bytes of the largest aligned buffer a :func:`reused_buffers` block keeps; larger
+    copies go to fresh pages on every call."""
+    return _KEEP_BYTES
+
+
 class _Pool(threading.local):
     """Aligned buffers of this thread: ``free`` between calls, ``lease`` during one."""
 
@@ -241,17 +247,20 @@ def raise_non_finite(finite: np.ndarray) -> None:
         )
 
 
-def check_reference(ref: jax.Array, names: Sequence[str], specs: Sequence[MetricSpec]) -> None:
+def check_reference(
+    ref: jax.Array, names: Sequence[str], specs: Sequence[MetricSpec], offset: int = 0
+) -> None:
     """Binary metrics need a 0/1 reference, every metric one in [0, 1] (named on error).
 
     One pass either way: a 0/1 reference is also in [0, 1], so with a binary metric
-    only the 0/1 check runs (its message comes first, as it would).
+    only the 0/1 check runs (its message comes first, as it would). ``offset`` is added
+    to the image numbers of the messages (``ref`` may be a block of a larger batch).
     """
     kinds = {spec.reference_kind for spec in specs}
     if not kinds:
         return
     binary = "binary" in kinds
-    bad = np.flatnonzero(~np.asarray(_reference_ok(ref, binary)))
+    bad = np.flatnonzero(~np.asarray(_reference_ok(ref, binary))) + offset
     if bad.size and binary:
         name = next(n for n, s in zip(names, specs, strict=True)
                     if s.reference_kind == "binary")  # fmt: skip
