@@ -250,23 +250,32 @@ def _numpy_positive_counts(
     size = u.shape[-1]
     flat_u, flat_g = u.reshape(-1, size), g.reshape(-1, size)
     out = {name: np.zeros(flat_u.shape, np.int32) for name in fields}
-    index = np.arange(size, dtype=np.uint64)
     low = 0 if np.little_endian else 1  # word of each uint64 holding the index
 
     def maps(rows: range) -> None:
         for i in rows:
             keys, pos_mask = flat_u[i], flat_g[i]
-            packed = (keys[pos_mask].astype(np.uint64) << np.uint64(32)) | index[pos_mask]
+            in_g = np.flatnonzero(pos_mask)
+            packed = (keys[in_g].astype(np.uint64) << np.uint64(32)) | in_g.astype(np.uint64)
             packed.sort()
             words = packed.view(np.uint32).reshape(-1, 2)
             where, pos = words[:, low], words[:, 1 - low]
             if "twice_below" in out or "neg_below" in out:
-                neg = np.sort(keys[(keys != 0) & ~pos_mask])  # B: Ω (key > 0) minus G
+                neg = keys[~pos_mask]
+                neg.sort()
+                neg = neg[np.searchsorted(neg, 0, side="right") :]  # B: Ω (key > 0) minus G
                 below = np.searchsorted(neg, pos, side="left")
                 if "neg_below" in out:
                     out["neg_below"][i, where] = below
                 if "twice_below" in out:
-                    out["twice_below"][i, where] = below + np.searchsorted(neg, pos, "right")
+                    # #{b <= key} exceeds #{b < key} only where B holds the key itself:
+                    # a second search for those keys alone.
+                    at = neg[np.minimum(below, neg.size - 1)] if neg.size else pos
+                    tied = np.flatnonzero((at == pos) & (below < neg.size))
+                    twice = 2 * below
+                    if tied.size:
+                        twice[tied] += np.searchsorted(neg, pos[tied], "right") - below[tied]
+                    out["twice_below"][i, where] = twice
             if "pos_below" in out:
                 run_start = np.ones(pos.size, bool)
                 run_start[1:] = pos[1:] != pos[:-1]
