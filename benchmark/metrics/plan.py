@@ -27,10 +27,7 @@ from benchmark.metrics.threshold import (
 )
 
 # Metric name -> kernel for the metrics that take no threshold.
-_BINARY = {
-    "mass_accuracy": kernels.mass_accuracy,
-    "nss": kernels.nss,
-}
+_BINARY = {"mass_accuracy": kernels.mass_accuracy}
 # Metrics read from the counts below each pixel of G, shared by both
 # (:func:`.ranking.positive_counts`).
 _COUNTED = {"auroc": kernels.auroc, "auprc": kernels.auprc}
@@ -161,7 +158,7 @@ def _score_image(
             h = hit if plan.pointing_tolerance else None
             peak = bounds[1] if bounds is not None else None
             out.append(kernels.pointing_game(s, g, omega, h, peak))
-        elif name == "nss":
+        elif name == "nss":  # with S's bounds, as the graded kernels below
             out.append(kernels.nss(s, g, omega, bounds))
         elif name in _BINARY:
             out.append(_BINARY[name](s, g, omega))
