@@ -160,3 +160,31 @@ def test_large_batches_go_in_blocks_with_the_same_values_and_image_numbers(monke
     blocks.clear()
     compute(sal, ref, names, chunk_size=8)
     assert blocks == [12]
+
+
+def test_curves_of_large_batches_go_in_blocks_with_the_same_values(monkeypatch):
+    compute_module = importlib.import_module("benchmark.metrics.compute")
+    curve_module = importlib.import_module("benchmark.metrics.curve")
+    sal, ref = _data(4)
+    roi = np.random.default_rng(4).random(sal.shape) < 0.9
+    whole = compute_curve(sal, ref, "iou", [0.1, 0.5, 0.9], roi=roi, chunk_size=4)
+    monkeypatch.setattr(compute_module, "largest_kept_buffer", lambda: 4 * 6400)
+    sizes: list[int] = []
+    real = curve_module._curve_block
+
+    def spy(saliency, *args, **kwargs):
+        sizes.append(len(saliency))
+        return real(saliency, *args, **kwargs)
+
+    monkeypatch.setattr(curve_module, "_curve_block", spy)
+    got = compute_curve(sal, ref, "iou", [0.1, 0.5, 0.9], roi=roi, chunk_size=4)
+    assert sizes == [4, 4, 4]
+    np.testing.assert_array_equal(got.view(np.uint64), whole.view(np.uint64))
+    bad_sal = sal.copy()
+    bad_sal[6, 0, 0] = np.nan
+    with pytest.raises(ValueError, match=r"saliency image 6 contains NaN or inf"):
+        compute_curve(bad_sal, ref, "iou", [0.5], chunk_size=4)
+    bad_ref = ref.copy()
+    bad_ref[11, 2, 2] = 0.5
+    with pytest.raises(ValueError, match="reference image 11 has other values"):
+        compute_curve(sal, bad_ref, "iou", [0.5], chunk_size=4)

@@ -110,7 +110,7 @@ def compute(
     >>> compute(s, g, ["pointing_game", "precision@top25"])["pointing_game"]
     array([1.])
     """
-    blocks = _blocks(saliency, reference, roi, chunk_size, stream_length)
+    blocks = image_blocks(saliency, reference, roi, chunk_size, stream_length)
     parts = []
     for block in blocks:
         part = (saliency, reference, roi) if block is None else (
@@ -125,7 +125,7 @@ def compute(
     return {name: np.concatenate([scores[name] for scores, _ in parts]) for name in parts[0][0]}
 
 
-def _blocks(
+def image_blocks(
     saliency: Array, reference: Array, roi: Array | None, chunk_size: int,
     stream_length: int | None,
 ) -> list[slice | None]:

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmark.metrics.compute import chunk_length, chunks
+from benchmark.metrics.compute import chunk_length, chunks, image_blocks
 from benchmark.metrics.counting import count
 from benchmark.metrics.kernels import overlap_scores
 from benchmark.metrics.preprocess import SIGNS, apply_sign, resize_to
@@ -138,11 +138,29 @@ def compute_curve(
     """
     check_options(sign, seed, chunk_size)
     name, taus = _curve_iv(metric, thresholds)
+    # Large numpy batches in blocks whose aligned copies are reused, as in ``compute``.
+    blocks = image_blocks(saliency, reference, roi, chunk_size, stream_length)
+    if blocks == [None]:
+        return _curve_block(saliency, reference, roi, name, taus, sign, chunk_size,
+                            stream_length, offset=0)  # fmt: skip
+    stream = max(stream_length or 0, len(saliency))
+    return np.concatenate([
+        _curve_block(saliency[b], reference[b], None if roi is None else roi[b], name, taus,
+                     sign, chunk_size, stream, offset=b.start)
+        for b in blocks if b is not None
+    ])  # fmt: skip
+
+
+def _curve_block(
+    saliency: Array, reference: Array, roi: Array | None, name: str, taus: np.ndarray,
+    sign: str, chunk_size: int, stream_length: int | None, *, offset: int,
+) -> np.ndarray:
+    """:func:`compute_curve` on one block of images (``offset``: number of its first)."""
     # As in ``compute``: the aligned copies reuse earlier calls' buffers, and no array
     # that wraps them leaves the block.
     with reused_buffers():
-        sal, ref, roi_arr = standard_arrays(saliency, reference, roi)
-        check_reference(ref, [name], [METRICS[name]])
+        sal, ref, roi_arr = standard_arrays(saliency, reference, roi, offset=offset)
+        check_reference(ref, [name], [METRICS[name]], offset)
         n_images = sal.shape[0]
         out = np.empty((n_images, taus.size), np.float64)
         if n_images == 0:

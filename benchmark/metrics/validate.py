@@ -144,17 +144,19 @@ def check_options(sign: str, seed: int, chunk_size: int) -> None:
 
 
 def standard_arrays(
-    saliency: Array, reference: Array, roi: Array | None, *, finite: bool = True
+    saliency: Array, reference: Array, roi: Array | None, *, finite: bool = True,
+    offset: int = 0,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Saliency and reference as float32, roi as bool (all True when None), all checked
-    (finiteness only with ``finite``: a caller may check it inside its own kernel).
+    (finiteness only with ``finite``: a caller may check it inside its own kernel;
+    images are numbered from ``offset`` in its message).
 
     Raises
     ------
     ValueError
         Mismatched shapes, non-finite saliency (naming the image), a non-boolean roi.
     """
-    sal, ref = standard_maps(saliency, reference, finite=finite)
+    sal, ref = standard_maps(saliency, reference, finite=finite, offset=offset)
     if roi is None:
         return sal, ref, jnp.ones(ref.shape, bool)
     roi_arr = to_jax(roi, jnp.float32)
@@ -168,15 +170,15 @@ def standard_arrays(
     return sal, ref, roi_arr.astype(bool)
 
 
-def standard_maps(saliency: Array, reference: Array, *, finite: bool = True
+def standard_maps(saliency: Array, reference: Array, *, finite: bool = True, offset: int = 0
                   ) -> tuple[jax.Array, jax.Array]:
     """Saliency and reference as float32, shapes and (with ``finite``) finiteness checked
-    (no roi)."""
+    (no roi; images numbered from ``offset``)."""
     sal = to_jax(saliency, jnp.float32)
     ref = to_jax(reference, jnp.float32)
     check_shapes(sal.shape, ref.shape)
     if finite:
-        check_finite(sal)
+        check_finite(sal, offset)
     return sal, ref
 
 
@@ -232,13 +234,14 @@ def _reference_ok(ref: jax.Array, binary: bool) -> jax.Array:
     return jax.vmap(ok)(r)
 
 
-def check_finite(sal: jax.Array) -> None:
-    raise_non_finite(np.asarray(_finite_per_image(sal)))
+def check_finite(sal: jax.Array, offset: int = 0) -> None:
+    raise_non_finite(np.asarray(_finite_per_image(sal)), offset)
 
 
-def raise_non_finite(finite: np.ndarray) -> None:
-    """ValueError naming the first images whose flag in ``finite`` (N,) is False."""
-    bad = np.flatnonzero(~np.asarray(finite, dtype=bool))
+def raise_non_finite(finite: np.ndarray, offset: int = 0) -> None:
+    """ValueError naming the first images whose flag in ``finite`` (N,) is False
+    (numbered from ``offset``: ``finite`` may cover a block of a larger batch)."""
+    bad = np.flatnonzero(~np.asarray(finite, dtype=bool)) + offset
     if bad.size:
         more = f" (and {bad.size - 1} more: {bad[1:6].tolist()})" if bad.size > 1 else ""
         raise ValueError(
