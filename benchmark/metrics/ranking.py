@@ -329,16 +329,17 @@ def _numpy_twice_ranks(u: np.ndarray) -> np.ndarray:
     """:func:`twice_ranks` in numpy over the last axis of ``(..., P)`` order keys.
 
     Per map one sort of ``key << 32 | flat index`` (uint64): pixels outside Ω (key 0)
-    come first, then Ω ascending; each pixel's tie group spans ascending positions
-    ``first .. last``, so among the ``z`` pixels outside Ω ``#{<} + #{<=} + 1`` is
-    ``first + last + 2 - 2 z``.
+    come first, then Ω ascending; a tie group of ``n`` pixels starting at ascending
+    position ``a`` spans ``a .. a + n - 1``, so among the ``z`` pixels outside Ω each of
+    its pixels has ``#{<} + #{<=} + 1 = 2 a + n + 1 - 2 z``: one value per group,
+    repeated over the group (a third fewer passes than a running max and min over
+    every position).
     """
     u = np.asarray(u, np.uint32)
     size = u.shape[-1]
     flat = u.reshape(-1, size)
     out = np.empty(flat.shape, np.int32)
     index = np.arange(size, dtype=np.uint64)
-    positions = np.arange(size)
     low = 0 if np.little_endian else 1  # word of each uint64 holding the index
 
     def maps(rows: range) -> None:
@@ -349,12 +350,10 @@ def _numpy_twice_ranks(u: np.ndarray) -> np.ndarray:
             where, keys = words[:, low], words[:, 1 - low]
             starts = np.ones(size, bool)
             starts[1:] = keys[1:] != keys[:-1]
-            ends = np.ones(size, bool)
-            ends[:-1] = starts[1:]
-            first = np.maximum.accumulate(np.where(starts, positions, 0))
-            last = np.minimum.accumulate(np.where(ends, positions, size)[::-1])[::-1]
+            first = np.flatnonzero(starts)
+            lengths = np.diff(first, append=size)
             outside = int(np.searchsorted(keys, 1))
-            out[i, where] = first + last + 2 - 2 * outside
+            out[i, where] = np.repeat(2 * first + lengths + 1 - 2 * outside, lengths)
 
     over_rows(maps, flat.shape[0])
     return out.reshape(u.shape)
