@@ -127,22 +127,29 @@ def test_chunks_wrap_the_inputs_without_copies_and_pad_the_last():
         np.testing.assert_array_equal(np.asarray(arr), want)
 
 
-def test_large_batches_go_in_blocks_with_the_same_values_and_image_numbers(monkeypatch):
-    # The module, not the function that benchmark.metrics exports under its name.
+def _blocks_of_four(monkeypatch, module_name: str, scorer: str) -> list[int]:
+    """Blocks of 4 images (40 x 40 float32 maps: 6,400 bytes each) and the sizes of the
+    blocks that ``module_name.scorer`` is called with, as they come."""
+    # The modules, not the functions benchmark.metrics exports under their names.
     compute_module = importlib.import_module("benchmark.metrics.compute")
+    monkeypatch.setattr(compute_module, "largest_kept_buffer", lambda: 4 * 6400)
+    module = importlib.import_module(module_name)
+    sizes: list[int] = []
+    real = getattr(module, scorer)
+
+    def spy(saliency, *args, **kwargs):
+        sizes.append(len(saliency))
+        return real(saliency, *args, **kwargs)
+
+    monkeypatch.setattr(module, scorer, spy)
+    return sizes
+
+
+def test_large_batches_go_in_blocks_with_the_same_values_and_image_numbers(monkeypatch):
     sal, ref = _data(3)
     names = [*NAMES, "rank_accuracy", "precision@otsu"]
     whole = compute(sal, ref, names, chunk_size=4)
-    # 40 x 40 float32 maps: 6,400 bytes each; buffers of 4 maps -> blocks of 4 images.
-    monkeypatch.setattr(compute_module, "largest_kept_buffer", lambda: 4 * 6400)
-    blocks: list[int] = []
-    real = compute_module._compute_block
-
-    def spy(saliency, *args, **kwargs):
-        blocks.append(len(saliency))
-        return real(saliency, *args, **kwargs)
-
-    monkeypatch.setattr(compute_module, "_compute_block", spy)
+    blocks = _blocks_of_four(monkeypatch, "benchmark.metrics.compute", "_compute_block")
     got = compute(sal, ref, names, chunk_size=4)
     assert blocks == [4, 4, 4]
     for name in names:
@@ -163,20 +170,10 @@ def test_large_batches_go_in_blocks_with_the_same_values_and_image_numbers(monke
 
 
 def test_curves_of_large_batches_go_in_blocks_with_the_same_values(monkeypatch):
-    compute_module = importlib.import_module("benchmark.metrics.compute")
-    curve_module = importlib.import_module("benchmark.metrics.curve")
     sal, ref = _data(4)
     roi = np.random.default_rng(4).random(sal.shape) < 0.9
     whole = compute_curve(sal, ref, "iou", [0.1, 0.5, 0.9], roi=roi, chunk_size=4)
-    monkeypatch.setattr(compute_module, "largest_kept_buffer", lambda: 4 * 6400)
-    sizes: list[int] = []
-    real = curve_module._curve_block
-
-    def spy(saliency, *args, **kwargs):
-        sizes.append(len(saliency))
-        return real(saliency, *args, **kwargs)
-
-    monkeypatch.setattr(curve_module, "_curve_block", spy)
+    sizes = _blocks_of_four(monkeypatch, "benchmark.metrics.curve", "_curve_block")
     got = compute_curve(sal, ref, "iou", [0.1, 0.5, 0.9], roi=roi, chunk_size=4)
     assert sizes == [4, 4, 4]
     np.testing.assert_array_equal(got.view(np.uint64), whole.view(np.uint64))

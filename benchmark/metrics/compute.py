@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -110,26 +110,33 @@ def compute(
     >>> compute(s, g, ["pointing_game", "precision@top25"])["pointing_game"]
     array([1.])
     """
-    blocks = image_blocks(saliency, reference, roi, chunk_size, stream_length)
-    parts = []
-    for block in blocks:
-        part = (saliency, reference, roi) if block is None else (
-            saliency[block], reference[block], None if roi is None else roi[block])
-        parts.append(_compute_block(
-            *part, metrics, sign, seed, chunk_size, spacing, pointing_tolerance_mm,
-            stream_length if block is None else max(stream_length or 0, len(saliency)),
-            offset=0 if block is None else block.start,
-        ))  # fmt: skip
+    parts = [
+        _compute_block(block.saliency, block.reference, block.roi, metrics, sign, seed,
+                       chunk_size, spacing, pointing_tolerance_mm, block.stream_length,
+                       offset=block.offset)
+        for block in image_blocks(saliency, reference, roi, chunk_size, stream_length)
+    ]  # fmt: skip
     finite = np.concatenate([flags for _, flags in parts])
     raise_non_finite(finite)  # the kernel's finiteness flag of each map
     return {name: np.concatenate([scores[name] for scores, _ in parts]) for name in parts[0][0]}
 
 
+class Block(NamedTuple):
+    """Images ``offset ..`` of a batch, scored as the whole batch would be
+    (``stream_length`` keeps the batch's chunk length)."""
+
+    saliency: Array
+    reference: Array
+    roi: Array | None
+    stream_length: int | None
+    offset: int
+
+
 def image_blocks(
     saliency: Array, reference: Array, roi: Array | None, chunk_size: int,
     stream_length: int | None,
-) -> list[slice | None]:
-    """Blocks of images scored one after the other (``[None]``: all at once).
+) -> Iterator[Block]:
+    """The blocks of images to score one after the other (one block: the whole batch).
 
     numpy inputs are copied into aligned buffers that later calls reuse, up to
     :func:`.validate.largest_kept_buffer` (64 MB, 334 maps of 224 x 224); a larger copy
@@ -138,20 +145,37 @@ def image_blocks(
     power of two of images that fit, each a whole number of chunks, scored with the
     kernel the whole batch would use: the same values.
     """
+    size = _block_size(saliency, reference, roi, chunk_size, stream_length)
+    if size is None:
+        yield Block(saliency, reference, roi, stream_length, 0)
+        return
+    n = len(saliency)
+    stream = max(stream_length or 0, n)
+    for start in range(0, n, size):
+        part = slice(start, min(start + size, n))
+        yield Block(saliency[part], reference[part], None if roi is None else roi[part],
+                    stream, start)  # fmt: skip
+
+
+def _block_size(
+    saliency: Array, reference: Array, roi: Array | None, chunk_size: int,
+    stream_length: int | None,
+) -> int | None:
+    """Images per block of :func:`image_blocks`, or None to score the batch at once."""
     arrays = [saliency, reference] + ([] if roi is None else [roi])
     if not all(isinstance(x, np.ndarray) and x.ndim >= 3 for x in arrays):
-        return [None]
+        return None
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int | np.integer) \
             or chunk_size < 1:
-        return [None]  # named by the checks
+        return None  # named by the checks
     n = saliency.shape[0]
     if any(x.shape[0] != n for x in arrays):
-        return [None]  # the checks name the mismatch
+        return None  # the checks name the mismatch
     per_image = 4 * max(math.prod(x.shape[1:]) for x in arrays)
-    block = 1 << max(0, (largest_kept_buffer() // max(per_image, 1)).bit_length() - 1)
-    if n <= block or block < chunk_length(n, chunk_size, stream_length):
-        return [None]
-    return [slice(start, min(start + block, n)) for start in range(0, n, block)]
+    size = 1 << max(0, (largest_kept_buffer() // max(per_image, 1)).bit_length() - 1)
+    if n <= size or size < chunk_length(n, chunk_size, stream_length):
+        return None
+    return size
 
 
 def _compute_block(

@@ -139,15 +139,10 @@ def compute_curve(
     check_options(sign, seed, chunk_size)
     name, taus = _curve_iv(metric, thresholds)
     # Large numpy batches in blocks whose aligned copies are reused, as in ``compute``.
-    blocks = image_blocks(saliency, reference, roi, chunk_size, stream_length)
-    if blocks == [None]:
-        return _curve_block(saliency, reference, roi, name, taus, sign, chunk_size,
-                            stream_length, offset=0)  # fmt: skip
-    stream = max(stream_length or 0, len(saliency))
     return np.concatenate([
-        _curve_block(saliency[b], reference[b], None if roi is None else roi[b], name, taus,
-                     sign, chunk_size, stream, offset=b.start)
-        for b in blocks if b is not None
+        _curve_block(block.saliency, block.reference, block.roi, name, taus, sign,
+                     chunk_size, block.stream_length, offset=block.offset)
+        for block in image_blocks(saliency, reference, roi, chunk_size, stream_length)
     ])  # fmt: skip
 
 
