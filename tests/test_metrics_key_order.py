@@ -1,34 +1,35 @@
-"""AUROC / AUPRC from the counts below each pixel of G, bit for bit as from the variadic sort.
+"""AUROC / AUPRC from :func:`ranking.positive_counts`, checked on the float32 bits.
 
 ``kernels.auroc`` and ``kernels.auprc`` used to read only :func:`ranking.descending`
-(one two-operand XLA sort); without Spearman they now read :func:`ranking.positive_counts`
-(numpy on the host on CPU, a radix sort of single-operand uint32 sorts elsewhere). The
-scores must not move by one ulp: the references below are verbatim copies of the former
-kernels, and every comparison is on the float32 bits.
+(one two-operand XLA sort); they now read :func:`ranking.positive_counts` (numpy on the
+host on CPU, a radix sort of single-operand uint32 sorts elsewhere). AUPRC must not move
+by one ulp: its reference is a verbatim copy of the former kernel. AUROC is the float32
+of the exact integer 2U over the once-rounded 2 n1 n0; its reference takes U from
+``scipy.stats.mannwhitneyu`` (exact in float64 at these sizes) and does the same three
+roundings in numpy.
 """
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.stats
 from former_ranking import average_ranks, counts_above
 
-from benchmark.metrics import compute, kernels, ranking
+from benchmark.metrics import compute, counting, kernels, ranking
 from benchmark.metrics.threshold import order_keys
 
 
-def _old_auroc(s, g, roi):
-    r = ranking.descending(s, roi)
-    b = roi & ~g
-    n1, n0 = kernels.count(g), kernels.count(b)
-    at_least, above = counts_above(r, b)
-    below = n0 - at_least
-    below_or_equal = n0 - above
-    twice = (below + below_or_equal).astype(jnp.float32)
-    den = 2.0 * jnp.maximum(n0, 1).astype(jnp.float32)
-    share = jnp.where(g, twice / den, 0.0)
-    auc = kernels.tree_sum(share) / jnp.maximum(n1, 1).astype(jnp.float32)
-    return jnp.where((n1 > 0) & (n0 > 0), auc, kernels.NAN)
+def _reference_auroc(s, g, roi):
+    """float32(2U) / (2 float32(float32(n1) float32(n0))) with U from scipy, per map."""
+    out = np.full(s.shape[0], np.nan, np.float32)
+    for i in range(s.shape[0]):
+        pos, neg = s[i][g[i]].astype(np.float64), s[i][roi[i] & ~g[i]].astype(np.float64)
+        if pos.size and neg.size:  # (scipy's U is float32 for float32 samples)
+            with np.errstate(invalid="ignore"):  # its p-value of an all-tied sample
+                twice_u = int(2 * scipy.stats.mannwhitneyu(pos, neg).statistic)
+            den = np.float32(2) * (np.float32(pos.size) * np.float32(neg.size))
+            out[i] = np.float32(float(twice_u)) / den
+    return out
 
 
 def _old_auprc(s, g, roi):
@@ -79,15 +80,16 @@ def test_auroc_auprc_bit_identical_to_the_variadic_sort(shape, with_roi):
     # (48, 48, 32) has P > 2**16: three radix passes instead of two.
     s, g, roi = _batch(shape, sum(shape) + with_roi, with_roi)
     scores = {}
-    for new, old in ((kernels.auroc, _old_auroc), (kernels.auprc, _old_auprc)):
+    arrays = tuple(np.asarray(x) for x in (s, g, roi))
+    for new, old in ((kernels.auroc, _reference_auroc), (kernels.auprc, _old_auprc)):
         got = jax.jit(jax.vmap(lambda a, b, c, f=new: f(a, b, c)))(s, g, roi)
         scores[new.__name__] = np.asarray(got)
-        want = jax.jit(jax.vmap(old))(s, g, roi)
-        np.testing.assert_array_equal(_bits(got), _bits(want))
+        want = old(*arrays) if old is _reference_auroc else jax.jit(jax.vmap(old))(s, g, roi)
+        np.testing.assert_array_equal(_bits(got), _bits(want), err_msg=new.__name__)
     # The edge cases are where METRICS.md puts them.
     auc = scores["auroc"]
     assert np.isnan(auc[1]) and np.isnan(auc[8])
-    np.testing.assert_allclose(auc[[2, 3]], 0.5, atol=1e-6)  # constant maps
+    np.testing.assert_array_equal(auc[[2, 3]], 0.5)  # constant maps, exactly
     if with_roi:
         assert np.isnan(auc[9])
 
@@ -125,17 +127,33 @@ def test_radix_sort_is_a_stable_sort(size):
 
 
 def _brute_counts(u, g):
-    """Per pixel of G: #{B < u}, #{B <= u} doubled and summed, #{B < u}, #{G < u}."""
+    """Per map 2U = Σ_G (#{B < u} + #{B <= u}) as a Python int; per pixel of G #{B < u},
+    #{G < u}."""
     b = (u != 0) & ~g
-    want = {name: np.zeros(u.shape, np.int32) for name in ranking.COUNTS}
+    want = {name: np.zeros(u.shape, np.int32) for name in ranking.COUNTS if name != "twice_u"}
+    twice_u = {}
     for row in np.ndindex(u.shape[:-1]):
+        twice_u[row] = 0
         for p in np.flatnonzero(g[row]):
             x = u[row][p]
             below = np.sum(b[row] & (u[row] < x))
-            want["twice_below"][row][p] = below + np.sum(b[row] & (u[row] <= x))
+            twice_u[row] += int(below + np.sum(b[row] & (u[row] <= x)))
             want["neg_below"][row][p] = below
             want["pos_below"][row][p] = np.sum(g[row] & (u[row] < x))
-    return want
+    return want, twice_u
+
+
+def _check_counts(got, g, want, twice_u, fields=ranking.COUNTS):
+    for name, values in zip(fields, got, strict=True):
+        values = np.asarray(values)
+        if name == "twice_u":
+            assert values.shape == g.shape[:-1] + (2,)
+            assert np.all((values[..., 1] >= 0) & (values[..., 1] < counting.RADIX))
+            total = {row: int(values[row][0]) * counting.RADIX + int(values[row][1])
+                     for row in twice_u}
+            assert total == twice_u
+        else:
+            np.testing.assert_array_equal(np.where(g, values, 0), want[name], err_msg=name)
 
 
 @pytest.mark.parametrize("n", [1, 2, 5])
@@ -143,7 +161,8 @@ def _brute_counts(u, g):
 def test_positive_counts_host_and_radix_paths_equal_brute_force(n, size):
     # CPU counts on the host (numpy, maps split between two threads); GPUs from one radix
     # sort. Both must give the brute-force integers, alone and batched, with keys tied
-    # across G and B, an empty G, an empty B and pixels outside Ω (key 0).
+    # across G and B, an empty G, an empty B and pixels outside Ω (key 0); U alone takes
+    # its own host path (one sort of the whole map).
     rng = np.random.default_rng(size * 7 + n)
     u = rng.integers(0x00800000, 0x00800006, (n, size), dtype=np.uint64).astype(np.uint32)
     u[rng.random((n, size)) < 0.1] = 0  # outside Ω
@@ -152,18 +171,40 @@ def test_positive_counts_host_and_radix_paths_equal_brute_force(n, size):
     g[0] = False
     if n > 1:
         g[1] = u[1] != 0  # B empty
-    want = _brute_counts(u, g)
+    want, twice_u = _brute_counts(u, g)
     host = jax.jit(jax.vmap(lambda a, b: ranking.host_positive_counts(a, b, ranking.COUNTS)))
     radix = jax.jit(jax.vmap(lambda a, b: ranking.xla_positive_counts(a, b, ranking.COUNTS)))
     shared = jax.jit(jax.vmap(lambda a, b: ranking.positive_counts(a, b)))
     for got in (host(u, g), radix(u, g), tuple(shared(u, g))):
-        for name, values in zip(ranking.COUNTS, got, strict=True):
-            np.testing.assert_array_equal(np.where(g, np.asarray(values), 0), want[name],
-                                          err_msg=name)
+        _check_counts(got, g, want, twice_u)
+    for path in (ranking.host_positive_counts, ranking.xla_positive_counts):
+        u_only = jax.jit(jax.vmap(lambda a, b, f=path: f(a, b, ("twice_u",))))(u, g)
+        _check_counts(u_only, g, want, twice_u, ("twice_u",))
     alone = ranking.positive_counts(jnp.asarray(u[-1]), jnp.asarray(g[-1]), ("pos_below",))
-    assert alone.twice_below is None and alone.neg_below is None
+    assert alone.twice_u is None and alone.neg_below is None
     np.testing.assert_array_equal(np.where(g[-1], np.asarray(alone.pos_below), 0),
                                   want["pos_below"][-1])
+
+
+def test_twice_u_past_int32():
+    # A 2**17-pixel map whose upper half is G: 2U = 2 n1 n0 = 2**33 needs both digits.
+    size = 2**17
+    u = np.arange(1, size + 1, dtype=np.uint32) + np.uint32(0x00800000)
+    g = np.arange(size) >= size // 2
+    for path in (ranking.host_positive_counts, ranking.xla_positive_counts):
+        (got,) = jax.jit(lambda a, b, f=path: f(a, b, ("twice_u",)))(u, g)
+        assert int(got[0]) * counting.RADIX + int(got[1]) == 2 * (size // 2) ** 2
+
+
+@pytest.mark.parametrize("n", [1, 63, 64, 65, 4097, 100_000])
+def test_exact_sum_against_python_integers(n):
+    rng = np.random.default_rng(n)
+    for high in (5, 2**25, 2**31 - 1):
+        x = rng.integers(0, high, n, dtype=np.int64)
+        x[: n // 3] = high - 1  # large values, so the carries and the top digit are used
+        hi, lo = np.asarray(jax.jit(counting.exact_sum)(jnp.asarray(x, jnp.int32)))
+        assert 0 <= lo < counting.RADIX
+        assert int(hi) * counting.RADIX + int(lo) == int(x.sum())
 
 
 @pytest.mark.parametrize("seed", range(3))

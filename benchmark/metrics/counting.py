@@ -47,3 +47,45 @@ def count(mask: jax.Array) -> jax.Array:
         ones = jnp.concatenate([ones, jnp.zeros(pad, jnp.int8)])
     partial = jnp.sum(ones.reshape(-1, block), axis=1, dtype=jnp.int8)
     return jnp.sum(partial, dtype=jnp.int32)
+
+
+#: Base of the two digits :func:`exact_sum` returns (``total = hi * RADIX + lo``); every
+#: integer below 2**24 is a float32, so each digit converts exactly.
+RADIX = 1 << 24
+# Sums run over base-2**12 digits in blocks of 64: a block of digits sums below 2**18.
+_DIGIT_BITS = 12
+_SUM_BLOCK = 64
+
+
+def exact_sum(x: jax.Array) -> jax.Array:
+    """Exact sum of non-negative int32 values, past int32's range, as two int32 digits.
+
+    Integer sums are associative, so the digits are the same whatever order a backend
+    reduces in (a float32 sum is not).
+
+    Parameters
+    ----------
+    x : jax.Array, shape (P,), int32, every value >= 0
+
+    Returns
+    -------
+    jax.Array, shape (2,), int32
+        ``(hi, lo)`` with ``sum(x) = hi * RADIX + lo`` and ``0 <= lo < RADIX``; exact while
+        the sum is below 2**55.
+
+    Each value is split into three base-2**12 digits (the top one holds bits 24 and up);
+    blocks of 64 are summed digit by digit (each block sum below 2**18 for the low two)
+    and the carries are moved up before the next level, so nothing overflows.
+    """
+    mask = (1 << _DIGIT_BITS) - 1
+    digits = jnp.stack([x & mask, (x >> _DIGIT_BITS) & mask, x >> 2 * _DIGIT_BITS])
+    while digits.shape[1] > 1:
+        n = digits.shape[1]
+        pad = -n % _SUM_BLOCK if n > _SUM_BLOCK else 0
+        if pad:
+            digits = jnp.concatenate([digits, jnp.zeros((3, pad), digits.dtype)], axis=1)
+        block = digits.reshape(3, -1, min(_SUM_BLOCK, n)).sum(axis=2)
+        middle = block[1] + (block[0] >> _DIGIT_BITS)
+        top = block[2] + (middle >> _DIGIT_BITS)
+        digits = jnp.stack([block[0] & mask, middle & mask, top])
+    return jnp.stack([digits[2, 0], (digits[1, 0] << _DIGIT_BITS) | digits[0, 0]])

@@ -14,7 +14,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from benchmark.metrics.counting import count
+from benchmark.metrics.counting import RADIX, count
 from benchmark.metrics.ranking import PositiveCounts, positive_counts
 from benchmark.metrics.threshold import order_keys
 
@@ -117,7 +117,7 @@ def rank_accuracy(top_g: jax.Array, g: jax.Array) -> jax.Array:
 
 
 #: The :func:`~benchmark.metrics.ranking.positive_counts` each metric reads.
-COUNTS_READ = {"auroc": ("twice_below",), "auprc": ("neg_below", "pos_below")}
+COUNTS_READ = {"auroc": ("twice_u",), "auprc": ("neg_below", "pos_below")}
 
 
 def auroc(
@@ -131,21 +131,24 @@ def auroc(
 
     Notes
     -----
-    Mann–Whitney: ``AUC = Σ_{g ∈ G} (#{b: S_b < S_g} + ½ #{b: S_b = S_g}) / (n1 n0)``.
-    The two counts, ``#{b: S_b < S_g}`` and ``#{b: S_b <= S_g}``, are exact integers from
-    the sorted map. Each positive's share is normalised by n0 before summing, so no
-    float32 sum grows past n1.
+    Mann–Whitney: ``AUC = 2U / (2 n1 n0)`` with the exact integer
+    ``2U = Σ_{g ∈ G} (#{b: S_b < S_g} + #{b: S_b <= S_g})``. Its two base-2**24 digits
+    give the float32 of 2U rounded once (exact below 2**24; 2U < 2**48 whenever P <=
+    2**24), the denominator is rounded once, then one division: three roundings (relative
+    error below 3 * 2**-24; the former sum of per-pixel shares took one per pixel), the
+    same bits on every backend, and exactly 0.5 for a constant map (2U = n1 n0 rounds as
+    the denominator's n1 n0 does).
     NaN when G is empty or G = Ω.
     """
     b = roi & ~g
     n1, n0 = count(g), count(b)
-    den = 2.0 * jnp.maximum(n0, 1).astype(jnp.float32)
     c = positive_counts(order_keys(s, roi), g, COUNTS_READ["auroc"]) if counts is None else counts
-    assert c.twice_below is not None
-    ratio = c.twice_below.astype(jnp.float32) / den  # (2 #{b < S} + #{b = S}) / 2 n0
-    share = jnp.where(g, ratio, 0.0)
-    auc = tree_sum(share) / jnp.maximum(n1, 1).astype(jnp.float32)
-    return jnp.where((n1 > 0) & (n0 > 0), auc, NAN)
+    assert c.twice_u is not None
+    # hi * 2**24 is exact, so a fused multiply-add rounds the same as the sum.
+    hi, lo = c.twice_u[0].astype(jnp.float32), c.twice_u[1].astype(jnp.float32)
+    twice_u = hi * jnp.float32(RADIX) + lo
+    den = 2.0 * (jnp.maximum(n1, 1).astype(jnp.float32) * jnp.maximum(n0, 1).astype(jnp.float32))
+    return jnp.where((n1 > 0) & (n0 > 0), twice_u / den, NAN)
 
 
 def auprc(

@@ -11,11 +11,13 @@ path below gives bit-identical scores.
   inverse (the rank of every pixel) and the tie groups: the top-K rank of every pixel
   (:func:`benchmark.metrics.threshold.topk_ranks`) and, off CPU, Spearman's average
   ranks (:func:`twice_ranks`; numpy sorts the order keys on the host on CPU).
-- ``auroc`` and ``auprc`` need only, for each pixel of G, how many pixels of B and of G
-  lie below it: :func:`positive_counts`. On CPU numpy computes them on the host from a
-  sort of B's keys and a sort of G's keys (:func:`host_positive_counts`); elsewhere one
-  radix sort of all the order keys (:func:`ascending`, single-operand uint32 sorts, fast
-  on GPU) and prefix counts.
+- ``auroc`` needs one exact integer per map, twice the Mann-Whitney U of G against B;
+  ``auprc`` needs, for each pixel of G, how many pixels of B and of G lie below it. Both
+  come from :func:`positive_counts`. On CPU numpy computes them on the host
+  (:func:`host_positive_counts`): U from one sort of the map's keys and one of G's, the
+  per-pixel counts from a sort of B's keys and a sort of G's keys; elsewhere one radix
+  sort of all the order keys (:func:`ascending`, single-operand uint32 sorts, fast on
+  GPU) and prefix counts.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from benchmark.metrics.counting import RADIX, exact_sum
 from benchmark.threads import over_rows
 
 
@@ -197,27 +200,29 @@ def scatter_to_pixels(a: KeyOrder, sorted_values: jax.Array) -> jax.Array:
     return jnp.zeros_like(sorted_values).at[a.order].set(sorted_values, unique_indices=True)
 
 
-#: The counts :func:`positive_counts` can return, each an int32 per pixel of G.
-COUNTS = ("twice_below", "neg_below", "pos_below")
+#: The counts :func:`positive_counts` can return: ``twice_u`` per map, the others per pixel.
+COUNTS = ("twice_u", "neg_below", "pos_below")
 
 
 class PositiveCounts(NamedTuple):
-    """For each pixel p of G, exact counts of the pixels of B = Ω \\ G and G below it.
+    """Exact counts of the pixels of B = Ω \\ G and G below the pixels of G.
 
     What ``auroc`` and ``auprc`` read, from :func:`positive_counts`; a count that was not
     asked for is None. Values at pixels outside G are unspecified.
 
     Attributes
     ----------
-    twice_below : jax.Array, shape (P,), int32, or None
-        ``#{b in B: u_b < u_p} + #{b in B: u_b <= u_p}`` (AUROC's numerator, doubled).
+    twice_u : jax.Array, shape (2,), int32, or None
+        Twice the Mann-Whitney U of G against B, ``Σ_{p in G} (#{b in B: u_b < u_p} +
+        #{b in B: u_b <= u_p})`` (AUROC's numerator), as the two digits ``(hi, lo)`` of
+        :func:`~benchmark.metrics.counting.exact_sum` (it exceeds int32 on large maps).
     neg_below : jax.Array, shape (P,), int32, or None
         ``#{b in B: u_b < u_p}``.
     pos_below : jax.Array, shape (P,), int32, or None
         ``#{g in G: u_g < u_p}``.
     """
 
-    twice_below: jax.Array | None = None
+    twice_u: jax.Array | None = None
     neg_below: jax.Array | None = None
     pos_below: jax.Array | None = None
 
@@ -229,9 +234,38 @@ def xla_positive_counts(
     a = ascending(u)
     neg_below, neg_at_most = counts_below(a, (u != 0) & ~g)
     pos_below, _ = counts_below(a, g)
-    sorted_counts = {"twice_below": neg_below + neg_at_most, "neg_below": neg_below,
-                     "pos_below": pos_below}
-    return tuple(scatter_to_pixels(a, sorted_counts[name]) for name in fields)
+    out = {}
+    if "twice_u" in fields:  # a sum over G: taken in sorted order, no scatter back
+        out["twice_u"] = exact_sum(jnp.where(g[a.order], neg_below + neg_at_most, 0))
+    for name, sorted_counts in (("neg_below", neg_below), ("pos_below", pos_below)):
+        if name in fields:
+            out[name] = scatter_to_pixels(a, sorted_counts)
+    return tuple(out[name] for name in fields)
+
+
+def _twice_u(keys: np.ndarray, pos_mask: np.ndarray) -> int:
+    """``twice_u`` of one map (keys ``(P,)`` uint32, G ``(P,)`` bool), exact.
+
+    From one sort of all the keys and the sorted keys of G, without B's own keys:
+    ``Σ_{p in G} (#{q: u_q < u_p} + #{q: u_q <= u_p})`` over all pixels q counts the z
+    pixels outside Ω (key 0, below every key of Ω) twice per pixel of G, and over the
+    pixels of G alone it is n1² whatever the ties (each unordered pair of G adds 2 to it,
+    either way round or tied, and each pixel 1 for itself).
+    """
+    pos = keys[pos_mask]
+    pos.sort()
+    every = np.sort(keys)
+    left = np.searchsorted(every, pos, side="left")
+    # #{q <= key} exceeds #{q < key} + 1 only where another pixel holds the key too:
+    # a second search for those keys alone.
+    after = every[np.minimum(left + 1, every.size - 1)]
+    tied = np.flatnonzero((after == pos) & (left + 1 < every.size))
+    total = 2 * int(left.sum(dtype=np.int64)) + pos.size
+    if tied.size:
+        extra = np.searchsorted(every, pos[tied], side="right") - left[tied] - 1
+        total += int(extra.sum(dtype=np.int64))
+    outside = int(np.searchsorted(every, 0, side="right"))
+    return total - 2 * outside * pos.size - pos.size * pos.size
 
 
 def _numpy_positive_counts(
@@ -239,43 +273,45 @@ def _numpy_positive_counts(
 ) -> tuple[np.ndarray, ...]:
     """:func:`positive_counts` in numpy over the last axis of ``(..., P)`` arrays.
 
-    Per map: the keys of B sorted alone (uint32, no index), the keys of G sorted with
-    their flat index (``key << 32 | index``, uint64), then binary searches of the sorted G
-    keys in the sorted B keys and the first position of each run of equal G keys. G is
-    usually the smaller set, so the sorts are of fewer and narrower values than a sort
-    of the whole map with its indices. Maps are split between two threads
+    ``twice_u`` alone: :func:`_twice_u` per map. With the per-pixel counts: the keys of
+    B sorted alone (uint32, no index), the keys of G sorted with their flat index
+    (``key << 32 | index``, uint64), then binary searches of the sorted G keys in the
+    sorted B keys and the first position of each run of equal G keys. G is usually the
+    smaller set, so the sorts are of fewer and narrower values than a sort of the whole
+    map with its indices. Maps are split between two threads
     (:func:`~benchmark.threads.over_rows`).
     """
     u, g = np.broadcast_arrays(np.asarray(u, np.uint32), np.asarray(g, bool))
     size = u.shape[-1]
     flat_u, flat_g = u.reshape(-1, size), g.reshape(-1, size)
-    out = {name: np.zeros(flat_u.shape, np.int32) for name in fields}
+    out = {name: np.zeros(flat_u.shape, np.int32) for name in fields if name != "twice_u"}
+    twice_u = np.zeros(flat_u.shape[0], np.int64)
     low = 0 if np.little_endian else 1  # word of each uint64 holding the index
 
     def maps(rows: range) -> None:
         for i in rows:
             keys, pos_mask = flat_u[i], flat_g[i]
+            if not out:
+                twice_u[i] = _twice_u(keys, pos_mask)
+                continue
             in_g = np.flatnonzero(pos_mask)
             packed = (keys[in_g].astype(np.uint64) << np.uint64(32)) | in_g.astype(np.uint64)
             packed.sort()
             words = packed.view(np.uint32).reshape(-1, 2)
             where, pos = words[:, low], words[:, 1 - low]
-            if "twice_below" in out or "neg_below" in out:
+            if "twice_u" in fields or "neg_below" in out:
                 neg = keys[~pos_mask]
                 neg.sort()
                 neg = neg[np.searchsorted(neg, 0, side="right") :]  # B: Ω (key > 0) minus G
                 below = np.searchsorted(neg, pos, side="left")
                 if "neg_below" in out:
                     out["neg_below"][i, where] = below
-                if "twice_below" in out:
-                    # #{b <= key} exceeds #{b < key} only where B holds the key itself:
-                    # a second search for those keys alone.
+                if "twice_u" in fields:
+                    # #{b <= key} exceeds #{b < key} only where B holds the key itself.
                     at = neg[np.minimum(below, neg.size - 1)] if neg.size else pos
                     tied = np.flatnonzero((at == pos) & (below < neg.size))
-                    twice = 2 * below
-                    if tied.size:
-                        twice[tied] += np.searchsorted(neg, pos[tied], "right") - below[tied]
-                    out["twice_below"][i, where] = twice
+                    ties = np.searchsorted(neg, pos[tied], "right") - below[tied]
+                    twice_u[i] = 2 * int(below.sum(dtype=np.int64)) + int(ties.sum(dtype=np.int64))
             if "pos_below" in out:
                 run_start = np.ones(pos.size, bool)
                 run_start[1:] = pos[1:] != pos[:-1]
@@ -283,7 +319,10 @@ def _numpy_positive_counts(
                 out["pos_below"][i, where] = first
 
     over_rows(maps, flat_u.shape[0])
-    return tuple(out[name].reshape(u.shape) for name in fields)
+    digits = np.stack([twice_u // RADIX, twice_u % RADIX], axis=-1).astype(np.int32)
+    out["twice_u"] = digits.reshape(*u.shape[:-1], 2)
+    return tuple(out[name].reshape(u.shape) if name != "twice_u" else out[name]
+                 for name in fields)
 
 
 def host_positive_counts(
@@ -295,9 +334,10 @@ def host_positive_counts(
     :func:`xla_positive_counts` (256 maps of 224 x 224: 0.13 s against 2.2 s). Under
     ``vmap`` the callback gets the whole batch ``(N, P)`` at once.
     """
-    shape = jax.ShapeDtypeStruct(u.shape, jnp.int32)
+    shapes = tuple(jax.ShapeDtypeStruct((2,) if name == "twice_u" else u.shape, jnp.int32)
+                   for name in fields)
     return tuple(jax.pure_callback(partial(_numpy_positive_counts, fields=fields),
-                                   (shape,) * len(fields), u, g, vmap_method="expand_dims"))
+                                   shapes, u, g, vmap_method="expand_dims"))
 
 
 def positive_counts(
@@ -313,8 +353,8 @@ def positive_counts(
     g : jax.Array, shape (P,), bool
         G, within Ω; B is the rest of Ω.
     fields : tuple of str, default all of :data:`COUNTS`
-        The counts to compute (static); each is one more ``(P,)`` int32 array to fill
-        and hand back from the host.
+        The counts to compute (static); each per-pixel count is one more ``(P,)`` int32
+        array to fill and hand back from the host.
 
     Numpy on the host on CPU (:func:`host_positive_counts`), one radix sort elsewhere
     (:func:`xla_positive_counts`, fast on GPU): the same integers, so the same scores.
