@@ -18,6 +18,7 @@ report reads them side by side with the agreement (``report/diagnosis.py``).
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -30,8 +31,9 @@ from benchmark.explainers import EXPLAINERS
 from benchmark.faithfulness import deletion_insertion, region_deletion
 from benchmark.models import LoadedModel
 from benchmark.resolve import ResolvedDataset
-from benchmark.sanity import cascading_randomisation, method_maps
+from benchmark.sanity import cascading_randomisation, methods_maps
 from benchmark.stats import summarize
+from benchmark.threads import model_passes
 
 #: Per-image faithfulness columns summarised with intervals.
 FAITHFULNESS_METRICS = ("faithful_deletion", "faithful_insertion", "deletion", "insertion",
@@ -65,7 +67,7 @@ def _output(lm: LoadedModel, cfg: RunConfig) -> str:
 def run_checks(
     data: ResolvedDataset, loaded: dict[str, LoadedModel], methods: list[str],
     cfg: RunConfig, split: str, reference: str,
-    advance: Callable[[int], None] = lambda k: None,
+    advance: Callable[[int], None] = lambda k: None, workers: int = 1,
 ) -> dict[str, pd.DataFrame]:
     """Every check table of the run, keyed by its file name in the run directory.
 
@@ -84,6 +86,10 @@ def run_checks(
         Binary reference whose mask is the ``findings`` region.
     advance : callable
         Called with 1 after each model (progress).
+    workers : int, default 1
+        Model passes side by side (:func:`benchmark.threads.model_passes`): the sanity
+        cascade's randomised copies, the faithfulness curves of the methods. The tables
+        do not depend on it.
     """
     ds = data.dataset
     rows = check_rows(data, split, cfg.check_images, cfg.seed)
@@ -103,20 +109,21 @@ def run_checks(
             if cfg.sanity and meths:
                 res = cascading_randomisation(
                     lm.module, meths, x, cases, target=lm.target or 0,
-                    layer=lm.target_layer, **boot)
+                    layer=lm.target_layer, workers=workers, **boot)
                 curves.append(res.curves.assign(model=name))
                 verdicts.append(res.verdicts.assign(model=name))
                 originals = res.originals
             if cfg.faithfulness:
-                for method in meths:
-                    maps = originals.get(method)
-                    if maps is None:
-                        maps = method_maps(lm.module, method, x, lm.target or 0,
-                                           lm.target_layer)
-                    frame = deletion_insertion(
-                        lm.module, x, maps, target=lm.target or 0,
-                        baseline=cfg.faithfulness_baseline, steps=cfg.deletion_steps,
-                        output=_output(lm, cfg), seed=cfg.seed, sign=cfg.sign)
+                maps = {**methods_maps(lm.module, [m for m in meths if m not in originals],
+                                       x, lm.target or 0, lm.target_layer, workers=workers),
+                        **originals}
+                # Forward passes only, no hooks: the methods' curves side by side.
+                frames = model_passes([partial(
+                    deletion_insertion, lm.module, x, maps[m], target=lm.target or 0,
+                    baseline=cfg.faithfulness_baseline, steps=cfg.deletion_steps,
+                    output=_output(lm, cfg), seed=cfg.seed, sign=cfg.sign) for m in meths],
+                    workers)
+                for method, frame in zip(meths, frames, strict=True):
                     faith.append(frame.assign(model=name, method=method, split=split,
                                               case_id=cases, image_id=ids))
                 regions.append(_regions(data, lm, rows, reference, cfg).assign(

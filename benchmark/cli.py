@@ -169,6 +169,7 @@ def run(
     fail_if_worse: Annotated[list[str] | None, Opt("--fail-if-worse", help="METRIC[:MARGIN] (repeat): exit 1 when this run is significantly worse than --baseline by more than MARGIN.")] = None,
     executor: Annotated[str | None, Opt(help="Where the explain stage runs: local (this process) or ray (shards as Ray tasks; needs saliency-bench\\[ray]); never changes the results \\[default: local].")] = None,
     ray_address: Annotated[str | None, Opt(help="Ray cluster to use with --executor ray: auto, HOST:PORT or ray://HOST:10001 \\[default: a new local instance].")] = None,
+    workers: Annotated[int | None, Opt(help="Local executor: model x method pairs explained side by side in N threads, each with its own model copy and CPUs/N torch threads; 1 = one after another on all torch threads \\[default: 0 = min(2, CPUs)].")] = None,
 ) -> None:
     """Run saliency methods on checkpoints, score the maps, bootstrap, and render the report."""
     import benchmark.pipeline as pipeline
@@ -183,7 +184,7 @@ def run(
         fail_if_worse=fail_if_worse or None, sanity=sanity, faithfulness=faithfulness,
         check_images=check_images, faithfulness_baseline=faithfulness_baseline,
         faithfulness_output=faithfulness_output, deletion_steps=deletion_steps,
-        executor=executor, ray_address=ray_address,
+        executor=executor, ray_address=ray_address, workers=workers,
     )
     for flag, value in (("stratify", stratify), ("roi", roi), ("trust_checkpoint", trust_checkpoint)):
         if value:
@@ -196,7 +197,7 @@ def run(
         if resume is not None:
             config = pipeline.resume_config(resume)  # type: ignore[assignment]
             # Only what cannot change the results may differ from the interrupted run.
-            keep = ("report", "engine", "executor", "ray_address")
+            keep = ("report", "engine", "executor", "ray_address", "workers")
             overrides = {k: v for k, v in overrides.items() if k in keep}
         result = pipeline.run(config, **overrides)
     out.print(headline_table(result))

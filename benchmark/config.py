@@ -89,6 +89,8 @@ class RunConfig(BaseModel):
     # Where the explain stage's shards run (never changes the results):
     executor: Literal["local", "ray"] = "local"
     ray_address: str | None = None  # None: the running Ray instance, else a new local one
+    # Threads of model passes (local executor, checks); 0: min(2, CPUs).
+    workers: Annotated[int, Field(ge=0, le=64)] = 0
     report: bool = True
     engine: Literal["auto", "quarto", "pandoc"] = "auto"
 

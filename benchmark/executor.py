@@ -15,6 +15,9 @@ cancelled, so a shared cluster is not left computing for nothing.
 
 from __future__ import annotations
 
+import copy
+import queue
+import threading
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -24,6 +27,7 @@ import numpy as np
 import torch
 
 from benchmark.errors import BenchError
+from benchmark.threads import available_cpus
 
 #: Attempts of a Ray task after the first when its worker process dies.
 RAY_MAX_RETRIES = 3
@@ -75,22 +79,143 @@ class ShardJob:
 def run_local(
     jobs: Iterable[ShardJob], inputs: Callable[[np.ndarray], torch.Tensor], batch_size: int,
     done: Callable[[ShardJob, np.ndarray], None], advance: Callable[[int], None],
-    describe: Callable[[str], None],
+    describe: Callable[[str], None], workers: int = 1,
 ) -> None:
-    """Compute the shards in order in this process (the default executor)."""
+    """Compute the shards in this process (the default executor).
+
+    With ``workers > 1`` (and more than one model x method to compute), the model x
+    method pairs are shared out among that many threads (:func:`run_threads`); otherwise
+    the shards run in order in this thread.
+    """
+    jobs = list(jobs)
+    if workers > 1 and len({job.key for job in jobs}) > 1:
+        run_threads(jobs, inputs, batch_size, done, advance, describe, workers)
+        return
     for job in jobs:
         describe(job.label)
+        done(job, _shard_maps(job, job.explainer, inputs, batch_size, advance))
 
-        def batch(a: int, b: int, rows: np.ndarray = job.rows) -> torch.Tensor:
-            return inputs(rows[a:b])
 
+def _shard_maps(job: ShardJob, explainer: Any, inputs: Callable[[np.ndarray], torch.Tensor],
+                batch_size: int, advance: Callable[[int], None]) -> np.ndarray:
+    def batch(a: int, b: int, rows: np.ndarray = job.rows) -> torch.Tensor:
+        return inputs(rows[a:b])
+
+    try:
+        return attribute_batches(explainer, batch, len(job.rows), batch_size, job.target,
+                                 advance)
+    except ShardFailed as e:
+        e.job = job
+        raise
+
+
+class _Stopped(Exception):
+    """Raised in a worker thread between batches once the run has failed elsewhere."""
+
+
+def run_threads(
+    jobs: list[ShardJob], inputs: Callable[[np.ndarray], torch.Tensor], batch_size: int,
+    done: Callable[[ShardJob, np.ndarray], None], advance: Callable[[int], None],
+    describe: Callable[[str], None], workers: int,
+) -> None:
+    """The shards on ``workers`` threads, each with its own copy of the explainers.
+
+    Why: on a few CPU cores torch's intra-op threads scale poorly on the small convolutions
+    of typical saliency models (every parallel region waits for the slowest core, badly
+    so on a loaded machine); whole passes side by side, each on ``cpus // workers`` torch
+    threads, keep every core busy. Torch releases the GIL in its kernels.
+
+    Each model x method (all its shards, in order) goes to one thread, so an explainer
+    with state (the ``random`` baseline's generator) sees its batches in the same order as
+    in one thread; pairs are handed out longest first (images x model passes). Every
+    thread but the first works on a deep copy of the explainers (one copy of each model,
+    shared by its methods): hooks that one method puts on a model (CAM layers) never see
+    another thread's passes. ``done`` and errors come back to the calling thread; after
+    an error the other threads stop at their next batch. Torch's thread count is restored
+    afterwards. Falls back to one thread when the explainers cannot be copied.
+    """
+    groups: dict[str, list[ShardJob]] = {}
+    for job in jobs:
+        groups.setdefault(job.key, []).append(job)
+    originals = {key: group[0].explainer for key, group in groups.items()}
+    try:
+        copies = [originals] + [copy.deepcopy(originals) for _ in range(workers - 1)]
+    except Exception:  # noqa: BLE001 - a module that cannot be copied: one thread
+        run_local(jobs, inputs, batch_size, done, advance, describe)
+        return
+    order = sorted(groups, key=lambda k: -_cost(groups[k]))  # stable: ties keep run order
+    todo: queue.SimpleQueue[str] = queue.SimpleQueue()
+    for key in order:
+        todo.put(key)
+    results: queue.SimpleQueue[tuple[ShardJob, np.ndarray] | BaseException | None] = (
+        queue.SimpleQueue())
+    stop = threading.Event()
+
+    def step(k: int) -> None:
+        if stop.is_set():
+            raise _Stopped
+        advance(k)
+
+    def work(explainers: dict[str, Any]) -> None:
         try:
-            maps = attribute_batches(job.explainer, batch, len(job.rows), batch_size,
-                                     job.target, advance)
-        except ShardFailed as e:
-            e.job = job
-            raise
-        done(job, maps)
+            while not stop.is_set():
+                try:
+                    key = todo.get_nowait()
+                except queue.Empty:
+                    return
+                for job in groups[key]:
+                    describe(job.label)
+                    results.put((job, _shard_maps(job, explainers[key], inputs, batch_size,
+                                                  step)))
+        except _Stopped:
+            pass
+        except BaseException as e:  # noqa: BLE001 - handed to the calling thread
+            results.put(e)
+        finally:
+            results.put(None)
+
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(max(1, available_cpus() // workers))
+    pool = [threading.Thread(target=work, args=(c,), name=f"bench-explain-{i}", daemon=True)
+            for i, c in enumerate(copies)]
+    try:
+        for t in pool:
+            t.start()
+        running = len(pool)
+        while running:
+            item = results.get()
+            if item is None:
+                running -= 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                done(*item)
+    finally:
+        stop.set()
+        for t in pool:
+            t.join()
+        torch.set_num_threads(threads_before)
+
+
+#: Rough model passes per image of a perturbation method (occlusion's patches, Score-CAM's
+#: channels): enough to hand those out first. Only the order of the work depends on it.
+_PERTURBATION_PASSES = 50
+
+
+def _cost(group: list[ShardJob]) -> float:
+    """Rough model passes of a model x method's shards: images x passes per image."""
+    explainer = group[0].explainer
+    info, options = explainer.info, explainer.options
+    if info.is_baseline:
+        per_image = 0.0
+    elif any(n in options for n in ("n_steps", "n_samples", "n_masks")):
+        per_image = float(next(options[n] for n in ("n_steps", "n_samples", "n_masks")
+                               if n in options))
+    elif info.family == "perturbation" or "batch_channels" in options:
+        per_image = _PERTURBATION_PASSES
+    else:
+        per_image = 1.0
+    return sum(len(job.rows) for job in group) * per_image
 
 
 def _explain_shard_task(explainer: Any, inputs: np.ndarray, batch_size: int,

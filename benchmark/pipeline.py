@@ -54,6 +54,7 @@ from benchmark.stats import (
 from benchmark.stats.baselines import flag_baselines
 from benchmark.stats.comparisons import CONTRACT_COLUMNS, EXTRA_COLUMNS
 from benchmark.stats.curves import curve_table
+from benchmark.threads import available_cpus
 
 console = Console(stderr=True)
 
@@ -344,7 +345,8 @@ def explain_stage(
                     describe, address=p.config.ray_address)
         else:
             run_local(jobs, inputs, p.config.batch_size, done,
-                      lambda k: progress.advance(task, k), describe)
+                      lambda k: progress.advance(task, k), describe,
+                      workers=model_workers(p.config))
     except ShardFailed as e:
         job = e.job or jobs[0]
         raise BenchError(
@@ -354,6 +356,13 @@ def explain_stage(
         ) from None
     store.write_json(index, p.out / store.MAPS / "index.json")
     return index
+
+
+def model_workers(cfg: RunConfig) -> int:
+    """Threads of model passes (the local executor, the checks): ``cfg.workers``, or for
+    0 two where there are two CPUs (more copies of a model would multiply the memory of
+    its passes)."""
+    return cfg.workers or min(2, available_cpus())
 
 
 def _check_finite(ds: Any, job: ShardJob, maps: np.ndarray) -> None:
@@ -544,7 +553,7 @@ def checks_stage(p: Plan, loaded: dict[str, LoadedModel], progress: Progress
         return {}
     task = progress.add_task("checks", total=len(p.models))
     return run_checks(p.data, loaded, p.methods, cfg, p.splits[0], p.tune_reference,
-                      lambda k: progress.advance(task, k))
+                      lambda k: progress.advance(task, k), workers=model_workers(cfg))
 
 
 def analyse_stage(
@@ -721,7 +730,8 @@ def _run(p: Plan, started: dt.datetime) -> store.Run:
         "git_revision": _git_revision(),
         "machine": {"node": platform.node(), "platform": platform.platform(),
                     "processor": platform.machine(), "user": getpass.getuser(),
-                    "torch_threads": torch.get_num_threads()},
+                    "torch_threads": torch.get_num_threads(),
+                    "workers": model_workers(cfg)},
         "metrics": {m: parse_metric(m)[0].definition for m in cfg.metrics},
         "timings": timings,  # seconds per stage; the report's is added once rendered
     }

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,7 @@ from benchmark.explainers import EXPLAINERS, get_explainer
 from benchmark.metrics import compute
 from benchmark.metrics.similarity import ssim_fits
 from benchmark.stats import summarize
+from benchmark.threads import GLOBAL_RNG, model_passes
 
 SIMILARITY = ("ssim", "spearman_abs")
 _SPLIT = "sanity"
@@ -44,7 +46,7 @@ def randomise(model: nn.Module, layers: list[str], seed: int) -> nn.Module:
     normal draw with the parameter's own standard deviation where a module has none)."""
     out = copy.deepcopy(model)
     modules = dict(out.named_modules())
-    with torch.random.fork_rng(devices=[]):
+    with GLOBAL_RNG, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for name in layers:
             m = modules[name]
@@ -94,6 +96,28 @@ def method_maps(model: nn.Module, method: str, inputs: torch.Tensor, target: int
     return explainer.attribute(inputs, target=target).numpy()
 
 
+def methods_maps(model: nn.Module, methods: list[str], inputs: torch.Tensor, target: int = 0,
+                 layer: str | None = None, options: dict[str, dict[str, Any]] | None = None,
+                 workers: int = 1) -> dict[str, np.ndarray]:
+    """:func:`method_maps` of each method, ``method -> (N, *spatial_out)``; with
+    ``workers > 1`` side by side (:func:`benchmark.threads.model_passes`), each on its own
+    copy of ``model`` (one method's hooks must not see another's passes), or one after
+    another on ``model`` when it cannot be copied."""
+    options = options or {}
+    if workers > 1 and len(methods) > 1:
+        try:
+            copy.deepcopy(model)
+        except Exception:  # noqa: BLE001 - many types; the maps are the same on one thread
+            workers = 1
+
+    def maps(method: str) -> np.ndarray:
+        own = copy.deepcopy(model) if workers > 1 else model
+        return method_maps(own, method, inputs, target, layer, options.get(method, {}))
+
+    return dict(zip(methods, model_passes([partial(maps, m) for m in methods], workers),
+                    strict=True))
+
+
 @dataclass(frozen=True)
 class SanityResult:
     """Result of :func:`cascading_randomisation`.
@@ -135,6 +159,7 @@ def cascading_randomisation(
     seed: int = 0,
     n_boot: int = 2000,
     level: float = 0.95,
+    workers: int = 1,
 ) -> SanityResult:
     """Run the cascade for each method on ``inputs``.
 
@@ -158,6 +183,9 @@ def cascading_randomisation(
         Seed of the re-initialisations, the random pairs and the bootstrap.
     n_boot, level
         Case bootstrap (percentile interval, as the similarities are bounded).
+    workers : int, default 1
+        Randomised models explained side by side (:func:`benchmark.threads.model_passes`);
+        the results do not depend on it.
     """
     options = options or {}
     case_ids = np.asarray(case_ids).astype(str)
@@ -168,21 +196,25 @@ def cascading_randomisation(
     layers = parameter_layers(model)
     cascade = layers[::-1]  # output first
     rows, floor_rows = [], []
-    originals: dict[str, np.ndarray] = {}
     rng = np.random.default_rng(seed)
     shift = rng.integers(1, n)  # a derangement: image i is paired with i + shift
     partner = (np.arange(n) + shift) % n
-    for method in methods:
-        opts = options.get(method, {})
-        original = originals[method] = method_maps(model, method, inputs, target, layer,
-                                                   opts)
+    originals = methods_maps(model, methods, inputs, target, layer, options, workers)
+    for method, original in originals.items():
         pair = similarity(original[partner], original)
         floor_rows.append(_tidy(pair, case_ids, method=method, step=-1, layer="random pairs"))
-        for step in range(1, len(cascade) + 1):
-            randomised = randomise(model, cascade[:step], seed + step)
-            maps = method_maps(randomised, method, inputs, target, layer, opts)
-            rows.append(_tidy(similarity(original, maps), case_ids, method=method, step=step,
-                              layer=cascade[step - 1]))
+
+    def cascade_step(method: str, step: int) -> dict[str, np.ndarray]:
+        # Each step explains its own randomised copy; only similarities are kept, so
+        # memory does not grow with steps x methods.
+        randomised = randomise(model, cascade[:step], seed + step)
+        maps = method_maps(randomised, method, inputs, target, layer, options.get(method, {}))
+        return similarity(originals[method], maps)
+
+    todo = [(method, step) for method in methods for step in range(1, len(cascade) + 1)]
+    steps = model_passes([partial(cascade_step, m, s) for m, s in todo], workers)
+    for (method, step), values in zip(todo, steps, strict=True):
+        rows.append(_tidy(values, case_ids, method=method, step=step, layer=cascade[step - 1]))
     boot: dict[str, Any] = dict(n_boot=n_boot, level=level, method="percentile", seed=seed)
     by = ["split", "method", "step", "layer", "metric"]
     curves = summarize(pd.concat(rows, ignore_index=True), by=by, **boot)

@@ -13,12 +13,19 @@ computes what it would alone, so the values do not depend on the overlap.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, Protocol, TypeVar
 
 from threadpoolctl import threadpool_limits
+
+#: Held by code that seeds torch's or numpy's global generators and draws from them
+#: (GradientSHAP, the sanity check's re-initialised layers): model passes may run in
+#: several threads (:func:`benchmark.executor.run_threads`, the checks' models), and two
+#: such sections interleaved would draw each other's numbers.
+GLOBAL_RNG = threading.Lock()
 
 
 class Submitter(Protocol):
@@ -89,3 +96,33 @@ def over_rows(fn: Callable[[range], None], n: int) -> None:
         later = worker.submit(fn, range(n // 2, n))
         fn(range(n // 2))
         later.result()
+
+
+def model_passes(fns: Sequence[Callable[[], R]], workers: int) -> list[R]:
+    """``[fn() for fn in fns]``, ``workers`` at a time, each on ``cpus // workers`` torch
+    threads; torch's thread count is restored afterwards.
+
+    For independent model passes (each on its own model, or forward passes without hooks
+    on a shared one): on a few cores torch's intra-op threads scale poorly on small
+    convolutions and collapse on a loaded machine, while whole passes side by side keep
+    every core busy (torch releases the GIL in its kernels). The values do not depend on
+    ``workers`` beyond torch's own thread count. The first failure (in ``fns`` order) is
+    raised once every started call has ended; calls not yet started are dropped.
+    """
+    workers = min(workers, len(fns))
+    if workers < 2:
+        return [fn() for fn in fns]
+    import torch  # here: the statistics stages use this module without torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, available_cpus() // workers))
+    try:
+        with ThreadPoolExecutor(workers, thread_name_prefix="bench-passes") as pool:
+            futures = [pool.submit(fn) for fn in fns]
+            try:
+                return [f.result() for f in futures]
+            finally:
+                for f in futures:
+                    f.cancel()
+    finally:
+        torch.set_num_threads(before)

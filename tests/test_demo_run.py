@@ -9,6 +9,7 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from benchmark import load_run
@@ -22,6 +23,7 @@ from benchmark.store import (
     SUMMARY_COLUMNS,
     maps_complete,
 )
+from benchmark.threads import available_cpus
 
 pytestmark = pytest.mark.slow
 
@@ -84,6 +86,10 @@ def test_config_and_provenance_are_resolved(demo_run):
         assert key in prov, key
     assert re.fullmatch(r"[0-9a-f]{64}", prov["checkpoints"]["clean"])
     assert "torch" in prov["versions"] and "jax" in prov["versions"]
+    # Threads of model passes (--workers 0: two where there are two CPUs); the explain
+    # and checks stages hand torch's thread count back.
+    assert prov["machine"]["workers"] == min(2, available_cpus())
+    assert prov["machine"]["torch_threads"] == torch.get_num_threads()
 
 
 def test_all_models_classify_the_test_split_well(demo_run):

@@ -19,6 +19,7 @@ from torch.overrides import TorchFunctionMode
 
 from benchmark.explainers.base import Explainer
 from benchmark.methods import METHODS
+from benchmark.threads import GLOBAL_RNG
 
 _BASELINE_SETS = ("zero", "zero+blur", "zero+noise")
 
@@ -66,26 +67,28 @@ def _seeded_global_rng(seed: int, device: torch.device) -> Iterator[None]:
 
     Captum's GradientShap draws its baseline choices and path positions with
     ``np.random`` and its noise with ``torch.normal`` on the inputs' device, with no
-    generator argument; this is the only way to make it reproducible.
+    generator argument; this is the only way to make it reproducible. One thread at a
+    time (:data:`benchmark.threads.GLOBAL_RNG`); no other method draws from them.
     """
     cuda = device.type == "cuda"
     index = 0
     if cuda:
         index = device.index if device.index is not None else torch.cuda.current_device()
-    # Captum draws from numpy's legacy global generator: it is the one to seed.
-    state = np.random.get_state()  # noqa: NPY002
-    try:
-        # Only the CPU generator and the inputs' GPU are seeded (and restored), so other
-        # GPUs' streams are left alone.
-        with torch.random.fork_rng(devices=[index] if cuda else []):
-            np.random.seed(seed)  # noqa: NPY002
-            torch.default_generator.manual_seed(seed)
-            if cuda:
-                with torch.cuda.device(index):
-                    torch.cuda.manual_seed(seed)
-            yield
-    finally:
-        np.random.set_state(state)  # noqa: NPY002
+    with GLOBAL_RNG:
+        # Captum draws from numpy's legacy global generator: it is the one to seed.
+        state = np.random.get_state()  # noqa: NPY002
+        try:
+            # Only the CPU generator and the inputs' GPU are seeded (and restored), so
+            # other GPUs' streams are left alone.
+            with torch.random.fork_rng(devices=[index] if cuda else []):
+                np.random.seed(seed)  # noqa: NPY002
+                torch.default_generator.manual_seed(seed)
+                if cuda:
+                    with torch.cuda.device(index):
+                        torch.cuda.manual_seed(seed)
+                yield
+        finally:
+            np.random.set_state(state)  # noqa: NPY002
 
 
 class GradientShap(Explainer):
