@@ -15,6 +15,7 @@ cancelled, so a shared cluster is not left computing for nothing.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import queue
 import threading
@@ -88,7 +89,7 @@ def run_local(
     the shards run in order in this thread.
     """
     jobs = list(jobs)
-    if workers > 1 and len({job.key for job in jobs}) > 1:
+    if workers > 1 and len({_group(job) for job in jobs}) > 1:
         run_threads(jobs, inputs, batch_size, done, advance, describe, workers)
         return
     for job in jobs:
@@ -134,9 +135,10 @@ def run_threads(
     an error the other threads stop at their next batch. Torch's thread count is restored
     afterwards. Falls back to one thread when the explainers cannot be copied.
     """
-    groups: dict[str, list[ShardJob]] = {}
+    groups: dict[tuple[str, int], list[ShardJob]] = {}
     for job in jobs:
-        groups.setdefault(job.key, []).append(job)
+        groups.setdefault(_group(job), []).append(job)
+    workers = min(workers, len(groups))
     originals = {key: group[0].explainer for key, group in groups.items()}
     try:
         copies = [originals] + [copy.deepcopy(originals) for _ in range(workers - 1)]
@@ -144,7 +146,7 @@ def run_threads(
         run_local(jobs, inputs, batch_size, done, advance, describe)
         return
     order = sorted(groups, key=lambda k: -_cost(groups[k]))  # stable: ties keep run order
-    todo: queue.SimpleQueue[str] = queue.SimpleQueue()
+    todo: queue.SimpleQueue[tuple[str, int]] = queue.SimpleQueue()
     for key in order:
         todo.put(key)
     results: queue.SimpleQueue[tuple[ShardJob, np.ndarray] | BaseException | None] = (
@@ -156,7 +158,7 @@ def run_threads(
             raise _Stopped
         advance(k)
 
-    def work(explainers: dict[str, Any]) -> None:
+    def work(explainers: dict[tuple[str, int], Any]) -> None:
         try:
             while not stop.is_set():
                 try:
@@ -178,9 +180,11 @@ def run_threads(
     torch.set_num_threads(max(1, available_cpus() // workers))
     pool = [threading.Thread(target=work, args=(c,), name=f"bench-explain-{i}", daemon=True)
             for i, c in enumerate(copies)]
+    started: list[threading.Thread] = []
     try:
         for t in pool:
             t.start()
+            started.append(t)
         running = len(pool)
         while running:
             item = results.get()
@@ -190,11 +194,31 @@ def run_threads(
                 raise item
             else:
                 done(*item)
+    except BaseException:  # a failed shard, Ctrl-C: the others stop at their next batch
+        stop.set()
+        for t in started:
+            t.join()
+        # Shards finished meanwhile are kept (as one thread would have), so that --resume
+        # does not compute them again; an error saving them must not hide the first one.
+        with contextlib.suppress(Exception):
+            while True:
+                item = results.get_nowait()
+                if isinstance(item, tuple):
+                    done(*item)
+        raise
     finally:
         stop.set()
-        for t in pool:
-            t.join()
-        torch.set_num_threads(threads_before)
+        try:
+            for t in started:
+                t.join()
+        finally:
+            torch.set_num_threads(threads_before)
+
+
+def _group(job: ShardJob) -> tuple[str, int]:
+    """Jobs that must run in order on one thread: the shards of one explainer (two models
+    can share a map key, e.g. one checkpoint under two names)."""
+    return job.key, id(job.explainer)
 
 
 #: Rough model passes per image of a perturbation method (occlusion's patches, Score-CAM's

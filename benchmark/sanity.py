@@ -104,7 +104,9 @@ def methods_maps(model: nn.Module, methods: list[str], inputs: torch.Tensor, tar
     copy of ``model`` (one method's hooks must not see another's passes), or one after
     another on ``model`` when it cannot be copied."""
     options = options or {}
-    if workers > 1 and len(methods) > 1:
+    if len(methods) < 2:
+        workers = 1
+    elif workers > 1:
         try:
             copy.deepcopy(model)
         except Exception:  # noqa: BLE001 - many types; the maps are the same on one thread

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from typing import Any, Protocol, TypeVar
 
@@ -106,8 +106,8 @@ def model_passes(fns: Sequence[Callable[[], R]], workers: int) -> list[R]:
     on a shared one): on a few cores torch's intra-op threads scale poorly on small
     convolutions and collapse on a loaded machine, while whole passes side by side keep
     every core busy (torch releases the GIL in its kernels). The values do not depend on
-    ``workers`` beyond torch's own thread count. The first failure (in ``fns`` order) is
-    raised once every started call has ended; calls not yet started are dropped.
+    ``workers`` beyond torch's own thread count. After a failure no further call starts;
+    once the started ones have ended, the first failure in ``fns`` order is raised.
     """
     workers = min(workers, len(fns))
     if workers < 2:
@@ -120,9 +120,14 @@ def model_passes(fns: Sequence[Callable[[], R]], workers: int) -> list[R]:
         with ThreadPoolExecutor(workers, thread_name_prefix="bench-passes") as pool:
             futures = [pool.submit(fn) for fn in fns]
             try:
-                return [f.result() for f in futures]
-            finally:
+                wait(futures, return_when=FIRST_EXCEPTION)
+            finally:  # after a failure, or Ctrl-C, nothing more starts
                 for f in futures:
                     f.cancel()
+        for f in futures:  # the pool has waited for the calls that started
+            error = None if f.cancelled() else f.exception()
+            if error is not None:
+                raise error
+        return [f.result() for f in futures]
     finally:
         torch.set_num_threads(before)

@@ -8,7 +8,10 @@ comes back as the same :class:`ShardFailed` as in one thread.
 
 from __future__ import annotations
 
+import copy
 import threading
+import time
+import warnings
 from functools import partial
 from typing import Any
 
@@ -20,6 +23,7 @@ from torch import nn
 
 from benchmark.executor import ShardFailed, ShardJob, run_local
 from benchmark.explainers import get_explainer
+from benchmark.explainers.base import without_warning
 from benchmark.sanity import cascading_randomisation, methods_maps
 from benchmark.threads import available_cpus, model_passes
 
@@ -219,3 +223,65 @@ def test_methods_maps_on_copies_and_on_a_model_that_cannot_be_copied() -> None:
         assert list(two) == methods
         for m in methods:
             np.testing.assert_array_equal(one[m], two[m], err_msg=m)
+
+
+def test_model_passes_starts_nothing_after_a_failure() -> None:
+    started: list[int] = []
+
+    def call(i: int) -> int:
+        started.append(i)
+        if i == 0:
+            raise RuntimeError("first pass failed")
+        time.sleep(0.2)
+        return i
+
+    with pytest.raises(RuntimeError, match="first pass failed"):
+        model_passes([partial(call, i) for i in range(12)], 2)
+    # 0 and 1 start together; at most the pool's next pick races the cancellation.
+    assert 2 <= len(started) <= 4, started
+
+
+class _Copies(nn.Module):
+    copies = 0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = _model(6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x)  # type: ignore[no-any-return]
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        type(self).copies += 1
+        new = _Copies.__new__(_Copies)
+        memo[id(self)] = new
+        new.__dict__.update(copy.deepcopy(self.__dict__, memo))
+        return new
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_no_more_model_copies_than_explainers_to_run() -> None:
+    rows = np.arange(21)
+    model = _Copies()
+    jobs = [ShardJob(f"k{m}", 0, rows, get_explainer(m, model), 0, m)
+            for m in ("saliency", "input_x_gradient")]
+    got, _, _ = _run(8, jobs)  # two explainers: two threads, one copy
+    assert _Copies.copies == 1 and len(got) == 2
+
+
+def test_warning_blocks_in_threads_leave_the_filters_as_they_were() -> None:
+    # catch_warnings saves and restores the process's filter list: overlapping blocks in
+    # two threads would leave one's filter on (or drop another's early).
+    before = list(warnings.filters)
+
+    def quiet(message: str) -> None:
+        for _ in range(300):
+            with without_warning(message):
+                time.sleep(0)
+
+    pool = [threading.Thread(target=quiet, args=(m,)) for m in ("first notice", "second")]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    assert warnings.filters == before

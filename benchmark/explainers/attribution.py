@@ -17,7 +17,7 @@ from captum.attr import GradientShap as _GradientShap
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from benchmark.explainers.base import Explainer
+from benchmark.explainers.base import Explainer, without_warning
 from benchmark.methods import METHODS
 from benchmark.threads import GLOBAL_RNG
 
@@ -313,9 +313,8 @@ class DeepLift(Explainer):
                     UserWarning, stacklevel=3,
                 )
         x = inputs.clone().requires_grad_(True)
-        with warnings.catch_warnings():
-            # Captum announces its temporary hooks on every call; nothing to act on.
-            warnings.filterwarnings("ignore", message="Setting forward, backward hooks")
+        # Captum announces its temporary hooks on every call; nothing to act on.
+        with without_warning("Setting forward, backward hooks"):
             attr = _DeepLift(self.model).attribute(
                 x, baselines=float(self.options["baseline"]), target=target
             )

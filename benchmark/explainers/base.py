@@ -10,6 +10,10 @@ the same number of axes.
 
 from __future__ import annotations
 
+import threading
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import torch
@@ -17,7 +21,23 @@ from torch import nn
 
 from benchmark.methods import MethodInfo
 
-__all__ = ["Explainer", "MethodInfo"]
+__all__ = ["Explainer", "MethodInfo", "without_warning"]
+
+_FILTERS = threading.Lock()
+
+
+@contextmanager
+def without_warning(message: str) -> Iterator[None]:
+    """Ignore warnings whose text starts with ``message`` inside the block.
+
+    ``warnings.catch_warnings`` saves and restores the process's filter list, so two such
+    blocks overlapping in two threads (explainers run side by side,
+    :func:`benchmark.executor.run_threads`) could leave a filter on or take it away
+    early: one block at a time.
+    """
+    with _FILTERS, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=message)
+        yield
 
 
 class Explainer:

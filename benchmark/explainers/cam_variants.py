@@ -12,7 +12,6 @@ default) does, so ``abs``/``signed`` analyses stay possible.
 
 from __future__ import annotations
 
-import warnings
 from typing import Any, ClassVar
 
 import torch
@@ -22,7 +21,7 @@ from captum.attr import GuidedGradCam as _GuidedGradCam
 from captum.attr import LayerActivation, LayerGradientXActivation
 from torch import nn
 
-from benchmark.explainers.base import Explainer
+from benchmark.explainers.base import Explainer, without_warning
 from benchmark.explainers.perturbation import eval_elements
 from benchmark.methods import METHODS
 
@@ -261,9 +260,8 @@ class GuidedGradCAM(Explainer):
         assert self.layer is not None
         mode = _INTERPOLATION.get(inputs.ndim - 2, "nearest")
         x = inputs.clone().requires_grad_(True)
-        with warnings.catch_warnings():
-            # Captum announces its temporary ReLU hooks on every call; nothing to act on.
-            warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU")
+        # Captum announces its temporary ReLU hooks on every call; nothing to act on.
+        with without_warning("Setting backward hooks on ReLU"):
             attr = _GuidedGradCam(self.model, self.layer).attribute(
                 x, target=target, interpolate_mode=mode
             )
