@@ -7,6 +7,7 @@ How to run (from the repository root)::
     .venv/bin/python perf/metrics.py --n 64 --volumes 0 --repeats 3        # quick 2D look
     .venv/bin/python perf/metrics.py --metrics auroc,iou@top15 --per-metric
     .venv/bin/python perf/metrics.py --family threshold --n 1000 --volumes 0  # issue 8 item 1
+    .venv/bin/python perf/metrics.py --family threshold --n 256 --volumes 0 --xla-only  # A/B
 
 Defaults: 256 maps of 224 x 224 and 4 volumes of 128^3, 5 repeats. The issue asks for
 1,000 maps and 16 volumes; on the 2-core development machine one suite pass then takes
@@ -34,6 +35,11 @@ attention regions, read against G only), and prints its effective bandwidth as a
 memcopy on one line per case (the issue's target: at least 25 %).
 
 Figures, per case (2D and 3D):
+
+Our side is ``benchmark.metrics.compute``, labelled "JAX": the XLA kernel, except that on
+CPU with numba installed the region metrics (the threshold family) run on
+``metrics/fused.py`` (one compiled read of each map, the same bits); ``--xla-only`` keeps
+them on the XLA kernel, for an A/B in one command.
 
 - ``JAX first call``: wall time of the first suite pass in this process, which includes
   tracing and XLA compilation; ``compile ~`` is first call minus the steady median.
@@ -83,7 +89,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _numpy_metrics as npm  # noqa: E402
 
-from benchmark.metrics import METRICS, compute  # noqa: E402
+from benchmark.metrics import METRICS, compute, fused  # noqa: E402
 
 THRESHOLDS = ("top15", "0.5", "otsu")
 FAMILIES = {
@@ -421,8 +427,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="seed of the synthetic data")
     ap.add_argument("--per-metric", action="store_true", help="also time each metric alone")
     ap.add_argument("--per-metric-3d", action="store_true", help="per-metric table in 3D too")
+    ap.add_argument(
+        "--xla-only", action="store_true",
+        help="score the region metrics with the XLA kernel, not metrics/fused.py (an A/B)",
+    )  # fmt: skip
     args = ap.parse_args(argv)
     args.repeats = max(1, args.repeats)
+    if args.xla_only:
+        fused.available = lambda: False  # type: ignore[method-assign]
 
     print(
         f"saliency-bench metrics throughput: jax {jax.__version__} "
@@ -430,7 +442,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"numpy {np.__version__}, python {platform.python_version()}, "
         f"{os.cpu_count()} CPUs ({platform.machine()})"
     )
-    print(f"repeats {args.repeats}, chunk_size {args.chunk_size}, data seed {args.seed}")
+    print(f"repeats {args.repeats}, chunk_size {args.chunk_size}, data seed {args.seed}; "
+          f"region metrics on {'metrics/fused.py' if fused.available() else 'the XLA kernel'}")
 
     cases = [
         (label, n, shape)

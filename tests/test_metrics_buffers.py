@@ -9,16 +9,18 @@ import jax
 import numpy as np
 import pytest
 
-from benchmark.metrics import compute, compute_curve, validate
+from benchmark.metrics import compute, compute_curve, fused, validate
 from benchmark.metrics.compute import chunks
 
 NAMES = ["pointing_game", "mass_accuracy", "auroc", "iou@top15", "dice@0.5"]
 
 
 @pytest.fixture(autouse=True)
-def _empty_pool() -> None:
+def _empty_pool(monkeypatch: pytest.MonkeyPatch) -> None:
     # Earlier tests in this process leave buffers in the pool; start from none.
     validate._pool.free = []
+    # The buffers are the XLA kernel's: keep the region metrics on it (not metrics/fused).
+    monkeypatch.setattr(fused, "available", lambda: False)
 
 
 def _unaligned(x: np.ndarray) -> np.ndarray:

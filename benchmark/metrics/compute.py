@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmark.metrics import fused
 from benchmark.metrics.distance import tolerance_hits
 from benchmark.metrics.plan import Plan, Region, chunk_kernel
 from benchmark.metrics.preprocess import SIGNS
@@ -110,6 +111,12 @@ def compute(
     >>> compute(s, g, ["pointing_game", "precision@top25"])["pointing_game"]
     array([1.])
     """
+    fast = fused.routed(saliency, reference, metrics)
+    if fast:
+        return _compute_routed(saliency, reference, metrics, fast, sign=sign, roi=roi,
+                               seed=seed, chunk_size=chunk_size, spacing=spacing,
+                               pointing_tolerance_mm=pointing_tolerance_mm,
+                               stream_length=stream_length)  # fmt: skip
     parts = [
         _compute_block(block.saliency, block.reference, block.roi, metrics, sign, seed,
                        chunk_size, spacing, pointing_tolerance_mm, block.stream_length,
@@ -119,6 +126,29 @@ def compute(
     finite = np.concatenate([flags for _, flags in parts])
     raise_non_finite(finite)  # the kernel's finiteness flag of each map
     return {name: np.concatenate([scores[name] for scores, _ in parts]) for name in parts[0][0]}
+
+
+def _compute_routed(
+    saliency: Array, reference: Array, metrics: Sequence[str], fast: list[str], *,
+    sign: str, roi: Array | None, seed: int, chunk_size: int,
+    spacing: Sequence[float] | None, pointing_tolerance_mm: float,
+    stream_length: int | None,
+) -> dict[str, np.ndarray]:
+    """:func:`compute` with the region metrics ``fast`` on the fused CPU path
+    (:mod:`.fused`) and any other names on the XLA kernel: the same values."""
+    names = list(dict.fromkeys([metrics] if isinstance(metrics, str) else metrics))
+    check_options(sign, seed, chunk_size)
+    _check_tolerance(pointing_tolerance_mm)
+    standard_spacing(spacing, len(getattr(reference, "shape", ())) - 1)
+    first_binary = next(n for n in names if parse_metric(n)[0].reference_kind == "binary")
+    out = fused.score(saliency, reference, fast, sign=sign, roi=roi, seed=seed,
+                      first_binary=first_binary)  # fmt: skip
+    rest = [n for n in names if n not in out]
+    if rest:
+        out |= compute(saliency, reference, rest, sign=sign, roi=roi, seed=seed,
+                       chunk_size=chunk_size, spacing=spacing, stream_length=stream_length,
+                       pointing_tolerance_mm=pointing_tolerance_mm)  # fmt: skip
+    return {name: out[name] for name in names}
 
 
 class Block(NamedTuple):

@@ -405,6 +405,23 @@ def otsu_threshold(s_norm: jax.Array, roi: jax.Array) -> jax.Array:
     # Pixels outside the roi are counted in bin 0, then taken out again.
     counts = bin_counts(jnp.where(roi, bins, jnp.uint8(0)))
     counts = counts.at[0].add(count(roi) - roi.shape[0])
+    return otsu_split(counts).astype(jnp.float32) / N_OTSU_BINS
+
+
+def otsu_split(counts: jax.Array) -> jax.Array:
+    """The split ``t`` in 1..255 of Otsu's rule on a 256-bin histogram (see
+    :func:`otsu_threshold`: the smallest ``t`` maximising the between-class variance of
+    bins ``< t`` and ``>= t``; 1 when no split has both classes).
+
+    Parameters
+    ----------
+    counts : jax.Array, shape (256,), int32
+        Pixels of Ω per bin.
+
+    Returns
+    -------
+    jax.Array, scalar int32
+    """
     n_below = jnp.cumsum(counts)[:-1]  # split t = 1..255: B = bins 0..t-1
     # Emptiness from exact integer counts: 1 - w_B in float32 can leave a spurious
     # tiny w_A whose mean is garbage.
@@ -420,5 +437,4 @@ def otsu_threshold(s_norm: jax.Array, roi: jax.Array) -> jax.Array:
     mu_b = m_b / jnp.where(valid, w_b, 1.0)
     mu_a = m_a / jnp.where(valid, w_a, 1.0)
     var = jnp.where(valid, w_b * w_a * (mu_b - mu_a) ** 2, 0.0)
-    t = jnp.argmax(var) + 1  # argmax returns the first maximiser
-    return t.astype(jnp.float32) / N_OTSU_BINS
+    return (jnp.argmax(var) + 1).astype(jnp.int32)  # argmax returns the first maximiser

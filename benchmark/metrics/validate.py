@@ -160,13 +160,9 @@ def standard_arrays(
     if roi is None:
         return sal, ref, jnp.ones(ref.shape, bool)
     roi_arr = to_jax(roi, jnp.float32)
-    if roi_arr.shape != ref.shape:
-        raise ValueError(
-            f"`roi` shape {tuple(roi_arr.shape)} must equal the reference shape "
-            f"{tuple(ref.shape)}"
-        )
+    _check_roi(roi_arr.shape, ref.shape)
     if not bool(jnp.all((roi_arr == 0) | (roi_arr == 1))):
-        raise ValueError("`roi` must be boolean (only 0/1 values)")
+        raise ValueError(_ROI_VALUES)
     return sal, ref, roi_arr.astype(bool)
 
 
@@ -267,13 +263,50 @@ def check_reference(
     if bad.size and binary:
         name = next(n for n, s in zip(names, specs, strict=True)
                     if s.reference_kind == "binary")  # fmt: skip
-        raise ValueError(
-            f"metric {name!r} needs a binary reference (only 0/1) but reference image "
-            f"{int(bad[0])} has other values; binarise it (e.g. consensus) or use a "
-            "graded metric such as weighted_mass"
-        )
+        raise ValueError(binary_reference_message(name, int(bad[0])))
     if bad.size:
         raise ValueError(
             f"reference image {int(bad[0])} has values outside [0, 1] (or NaN); graded "
             "references must be importance maps in [0, 1]"
+        )
+
+
+def binary_reference_message(name: str, image: int) -> str:
+    """The error of a binary metric ``name`` given a reference ``image`` not only 0/1."""
+    return (
+        f"metric {name!r} needs a binary reference (only 0/1) but reference image "
+        f"{image} has other values; binarise it (e.g. consensus) or use a graded metric "
+        "such as weighted_mass"
+    )
+
+
+def host_array(x: Array, dtype: Any) -> np.ndarray:
+    """numpy / torch / JAX -> a C-contiguous numpy array in host memory, converted to
+    ``dtype`` as :func:`to_jax` would (None keeps the dtype); no copy when it already is
+    one."""
+    if type(x).__module__.split(".")[0] == "torch":
+        x = x.detach().cpu().numpy()
+    return np.ascontiguousarray(np.asarray(x) if dtype is None else np.asarray(x, dtype))
+
+
+def host_roi(roi: Array, shape: tuple[int, ...]) -> np.ndarray:
+    """``roi`` as a uint8 0/1 numpy array of ``shape`` (the reference's), checked as
+    :func:`standard_arrays` checks it (the same messages)."""
+    r = host_array(roi, None)
+    _check_roi(r.shape, shape)
+    if r.dtype == np.bool_:
+        return r.view(np.uint8)
+    r = np.asarray(r, np.float32)  # as to_jax would, before the check
+    if not np.all((r == 0) | (r == 1)):
+        raise ValueError(_ROI_VALUES)
+    return r.astype(np.uint8)
+
+
+_ROI_VALUES = "`roi` must be boolean (only 0/1 values)"
+
+
+def _check_roi(shape: tuple[int, ...], reference: tuple[int, ...]) -> None:
+    if tuple(shape) != tuple(reference):
+        raise ValueError(
+            f"`roi` shape {tuple(shape)} must equal the reference shape {tuple(reference)}"
         )

@@ -1,0 +1,293 @@
+"""The threshold family on CPU: every attention region of a map from one read of it.
+
+``compute`` scores the region metrics (precision, irrelevant_fraction, recall, iou and
+dice at fixed tau, top-K and Otsu) here when JAX runs on the CPU, numba is installed and
+the maps are already on the reference grid (:func:`routed`). Under XLA:CPU these took
+separate loops around host callbacks (sign, bounds, normalised map, Otsu's histogram,
+the top-K cut, then each count: about 5 % of the memory-copy bandwidth). Here one
+compiled function (:mod:`.fused_kernel`) reads each map and its G once from memory,
+keeps what it derives in the core's cache, and returns integer counts:
+
+1. one vectorised pass over S and G: the sign rule, the order keys of
+   :func:`.threshold.order_keys` (whose unsigned order is S's, so S's bounds over Ω are
+   integer minima and maxima), G ∩ Ω as bytes, |G|, and the checks (S finite, G 0/1);
+2. per fixed tau, one pass over the keys' values: S̃ of
+   :func:`.threshold.minmax_normalise` (the same float32 operations, XLA:CPU's flushed
+   subnormals included) and the counts |A|, |A ∩ G|;
+3. Otsu's bin of every pixel, then one pass of histograms: the 256 bins split by G (so
+   |A| and |A ∩ G| at any split are suffix sums) and the keys' top 11 bits;
+4. per top-K size k: the k-th largest key by radix selection (11 + 11 + 10 bits, the
+   later levels over the candidates only; the zeros of S⁺ counted directly), and,
+   when its tie group must be cut, its first pixels in the tie-break order of
+   :func:`.threshold.tiebreak_ranks`; then |A ∩ G|.
+
+The float tail stays in JAX (:func:`.threshold.otsu_split` on the histograms,
+:func:`.kernels.overlap_scores` on the counts), so every score has the bits of the XLA
+kernel's (tests/test_metrics_fused.py compares them over signs, ties, rois, subnormals
+and 3D). Other backends (GPUs) keep the XLA kernel.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmark.metrics.kernels import overlap_scores
+from benchmark.metrics.preprocess import SIGNS
+from benchmark.metrics.registry import ThresholdSpec, parse_metric
+from benchmark.metrics.threshold import N_OTSU_BINS, otsu_split, tiebreak_ranks, topk_count
+from benchmark.metrics.validate import (
+    Array,
+    binary_reference_message,
+    check_shapes,
+    host_array,
+    host_roi,
+    raise_non_finite,
+)
+from benchmark.threads import over_rows
+
+#: Base names of the metrics scored from an attention region's counts.
+REGION_METRICS = ("precision", "irrelevant_fraction", "recall", "iou", "dice")
+
+
+def available() -> bool:
+    """Whether this path can run: JAX on the CPU and numba importable."""
+    return jax.default_backend() == "cpu" and importlib.util.find_spec("numba") is not None
+
+
+def handles(base: str, kind: str | None) -> bool:
+    """Whether a metric ``base@<threshold of kind>`` is scored here."""
+    return base in REGION_METRICS and kind in ("fixed", "top", "otsu")
+
+
+@dataclass(frozen=True)
+class RegionCounts:
+    """What the kernel returns for N maps (numpy, host memory).
+
+    Attributes
+    ----------
+    finite, reference_ok : ndarray, shape (N,), bool
+        Every pixel of S finite; G only 0/1. The counts of a map failing either are
+        meaningless (the caller rejects the batch).
+    n_g : ndarray, shape (N,), int32
+        |G ∩ Ω|.
+    fixed : ndarray, shape (N, n_tau, 2), int32
+        (|A|, |A ∩ G|) at each fixed tau.
+    top : ndarray, shape (N, n_k, 2), int32
+        (|A|, |A ∩ G|) of each top-K region.
+    otsu : ndarray, shape (N, 256, 2), int32
+        Per Otsu bin, the pixels of Ω outside G and inside G (zeros when not asked).
+    """
+
+    finite: np.ndarray
+    reference_ok: np.ndarray
+    n_g: np.ndarray
+    fixed: np.ndarray
+    top: np.ndarray
+    otsu: np.ndarray
+
+
+def region_counts(
+    sal: np.ndarray, ref: np.ndarray, roi: np.ndarray | None, sign_code: int,
+    taus: np.ndarray, ks: np.ndarray, tb_ranks: np.ndarray, otsu: bool,
+) -> RegionCounts:
+    """Count every attention region of N maps (two threads on two CPUs).
+
+    Parameters
+    ----------
+    sal : ndarray, shape (N, P), float32, C-contiguous
+        Raw saliency on the reference grid (the sign is applied here).
+    ref : ndarray, shape (N, P), float32 or uint8, C-contiguous
+        G (0/1; any other value is reported in ``reference_ok``).
+    roi : ndarray, shape (N, P), uint8 (0/1), or None for every pixel
+    sign_code : int
+        ``SIGNS.index(sign)`` (:func:`.preprocess.apply_sign`).
+    taus : ndarray, shape (n_tau,), float32
+    ks : ndarray, shape (N, n_k), int32
+        Top-K sizes per map (:func:`.threshold.topk_count` of |Ω|).
+    tb_ranks : ndarray, shape (P,), int32
+        :func:`.threshold.tiebreak_ranks` (any (1,) array when ``n_k == 0``).
+    otsu : bool
+        Whether to fill the Otsu histograms.
+    """
+    from benchmark.metrics.fused_kernel import rows  # numba: loaded on first use
+
+    n, n_pixels = sal.shape
+    flags = np.zeros((n, 2), np.bool_)
+    n_g = np.zeros(n, np.int32)
+    fixed = np.zeros((n, len(taus), 2), np.int32)
+    top = np.zeros((n, ks.shape[1], 2), np.int32)
+    slots = np.zeros((n if otsu else 1, 2 * N_OTSU_BINS), np.int32)
+    roi_arr = np.zeros((1, 1), np.uint8) if roi is None else roi
+    sal_bits = sal.view(np.uint32)
+    # XLA:CPU reads a subnormal tau as 0 (denormals are zero).
+    taus = np.where(np.abs(taus) < np.finfo(np.float32).tiny, np.float32(0), taus)
+    taus = taus.astype(np.float32)
+    # Pixels in tie-break order (the inverse permutation of the ranks).
+    order = np.zeros(n_pixels, np.int32)
+    if ks.shape[1]:
+        order[tb_ranks] = np.arange(n_pixels, dtype=np.int32)
+
+    def part(maps: range) -> None:
+        rows(maps.start, maps.stop, sal_bits, ref, roi_arr, roi is not None, sign_code,
+             taus, ks, order, otsu, flags, n_g, fixed, top, slots)  # fmt: skip
+
+    over_rows(part, n)
+    hist = slots.reshape(-1, N_OTSU_BINS, 2) if otsu else np.zeros((n, N_OTSU_BINS, 2), np.int32)
+    return RegionCounts(flags[:, 0], flags[:, 1], n_g, fixed, top, hist)
+
+
+@jax.jit
+def _otsu_counts(hist: jax.Array) -> jax.Array:
+    """(N, 2) int32: |A| and |A ∩ G| of each map's Otsu region, from (N, 256, 2) counts."""
+    t = jax.vmap(otsu_split)(jnp.sum(hist, axis=2))
+    above = jnp.arange(N_OTSU_BINS)[None, :] >= t[:, None]
+    n_a = jnp.sum(jnp.where(above, hist[:, :, 0] + hist[:, :, 1], 0), axis=1)
+    n_ag = jnp.sum(jnp.where(above, hist[:, :, 1], 0), axis=1)
+    return jnp.stack([n_a, n_ag], axis=1).astype(jnp.int32)
+
+
+@jax.jit
+def _scores(n_g: jax.Array, n_a: jax.Array, n_ag: jax.Array) -> dict[str, jax.Array]:
+    # One region at a time, on (N,) arrays as the XLA kernel does: XLA rewrites a
+    # division by a broadcast |G| as a multiplication by its reciprocal (one ulp off).
+    cols = [overlap_scores(n_a[:, r], n_g, n_ag[:, r]) for r in range(n_a.shape[1])]
+    return {name: jnp.stack([c[name] for c in cols], axis=1) for name in cols[0]}
+
+
+def region_scores(
+    counts: RegionCounts, regions: list[tuple[str, int]],
+) -> dict[str, np.ndarray]:
+    """The five region metrics of each region (:func:`.kernels.overlap_scores`).
+
+    Parameters
+    ----------
+    counts : RegionCounts
+    regions : list of (kind, slot)
+        ``("fixed", j)``, ``("top", j)`` or ``("otsu", -1)``, in output order.
+
+    Returns
+    -------
+    dict of str to ndarray, shape (N, len(regions)), float32
+    """
+    n = counts.n_g.shape[0]
+    if n == 0:
+        return {name: np.zeros((0, len(regions)), np.float32) for name in REGION_METRICS}
+    # Padded to a power of two: the tail compiles once per size class, not per batch.
+    size = 1 << (n - 1).bit_length()
+    counts = RegionCounts(*(_padded(x, size) for x in (
+        counts.finite, counts.reference_ok, counts.n_g, counts.fixed, counts.top,
+        counts.otsu)))  # fmt: skip
+    cols = []
+    for kind, slot in regions:
+        if kind == "fixed":
+            cols.append(counts.fixed[:, slot])
+        elif kind == "top":
+            cols.append(counts.top[:, slot])
+        else:
+            cols.append(np.asarray(_otsu_counts(counts.otsu)))
+    both = np.stack(cols, axis=1)  # (N, R, 2)
+    out = _scores(counts.n_g, both[:, :, 0], both[:, :, 1])
+    return {name: np.asarray(v)[:n] for name, v in out.items()}
+
+
+def _padded(x: np.ndarray, size: int) -> np.ndarray:
+    if x.shape[0] >= size:
+        return x
+    out = np.zeros((size, *x.shape[1:]), x.dtype)
+    out[: x.shape[0]] = x
+    return out
+
+
+def routed(saliency: Array, reference: Array, metrics: Sequence[str]) -> list[str]:
+    """The names of ``metrics`` that :func:`compute` scores on this path (may be []).
+
+    All or nothing on the inputs: JAX on the CPU with numba installed, maps already on
+    the reference grid (no resize), and every name valid and resolved (an unknown or
+    ``@tuned`` name goes the usual way, which names the error first).
+    """
+    if isinstance(metrics, str):
+        metrics = [metrics]
+    shape_s, shape_r = getattr(saliency, "shape", None), getattr(reference, "shape", None)
+    if shape_s is None or shape_r is None or tuple(shape_s) != tuple(shape_r) \
+            or len(shape_s) not in (3, 4) or not available():
+        return []
+    out = []
+    for name in dict.fromkeys(metrics):
+        try:
+            spec, thr = parse_metric(name)
+        except ValueError:
+            return []
+        if thr is not None and thr.kind == "tuned":
+            return []
+        if thr is not None and handles(spec.name, thr.kind):
+            out.append(name)
+    return out
+
+
+def score(
+    saliency: Array, reference: Array, names: Sequence[str], *, sign: str,
+    roi: Array | None, seed: int, first_binary: str,
+) -> dict[str, np.ndarray]:
+    """``compute(saliency, reference, names, ...)`` for names of :func:`routed`.
+
+    The caller has checked the options; here the arrays are checked (the same messages
+    as the XLA path's; ``first_binary`` is the metric named when G is not 0/1), counted
+    (:func:`region_counts`) and scored (:func:`region_scores`).
+    """
+    sal = host_array(saliency, np.float32)
+    ref = host_array(reference, None)
+    check_shapes(sal.shape, ref.shape)
+    n, n_pixels = sal.shape[0], math.prod(sal.shape[1:])
+    roi_flat = None
+    if roi is not None:
+        roi_flat = host_roi(roi, ref.shape).reshape(n, n_pixels)
+    ref_flat = ref.view(np.uint8) if ref.dtype == np.bool_ else ref
+    if ref_flat.dtype not in (np.uint8, np.float32):
+        ref_flat = ref_flat.astype(np.float32)
+
+    regions: dict[ThresholdSpec, tuple[str, int]] = {}
+    taus: list[float] = []
+    percents: list[float] = []
+    columns: dict[str, tuple[str, ThresholdSpec]] = {}
+    for name in names:
+        spec, thr = parse_metric(name)
+        assert thr is not None
+        if thr not in regions:
+            if thr.kind == "fixed":
+                regions[thr] = ("fixed", len(taus))
+                taus.append(float(thr.value or 0.0))
+            elif thr.kind == "top":
+                regions[thr] = ("top", len(percents))
+                percents.append(float(thr.value or 0.0))
+            else:
+                regions[thr] = ("otsu", -1)
+        columns[name] = (spec.name, thr)
+    if n == 0:
+        return {name: np.zeros(0, np.float64) for name in names}
+
+    if roi_flat is None:
+        n_omega = np.full(n, n_pixels, np.int64)
+    else:
+        n_omega = np.count_nonzero(roi_flat, axis=1)
+    ks = np.array([[topk_count(p, int(m)) for p in percents] for m in n_omega], np.int32)
+    tb = tiebreak_ranks(int(seed), n_pixels) if percents else np.zeros(1, np.int32)
+    counts = region_counts(
+        sal.reshape(n, n_pixels), ref_flat.reshape(n, n_pixels), roi_flat,
+        SIGNS.index(sign), np.array(taus, np.float32), ks.reshape(n, len(percents)), tb,
+        any(kind == "otsu" for kind, _ in regions.values()),
+    )
+    bad = np.flatnonzero(~counts.reference_ok)
+    if bad.size:
+        raise ValueError(binary_reference_message(first_binary, int(bad[0])))
+    raise_non_finite(counts.finite)
+    order = list(regions)
+    scores = region_scores(counts, list(regions.values()))
+    return {name: scores[base][:, order.index(thr)].astype(np.float64)
+            for name, (base, thr) in columns.items()}
