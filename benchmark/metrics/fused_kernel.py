@@ -217,15 +217,15 @@ def rows(start: int, stop: int, sal_bits: Any, ref: Any, roi: Any, has_roi: bool
                 # The bin holding the k-th largest S̃; the bins above it are all in A.
                 above = 0
                 n_ag = 0
-                level = N_OTSU_BINS - 1
-                while above + hs[0, 2 * level] + hs[0, 2 * level + 1] < k:
-                    above += hs[0, 2 * level] + hs[0, 2 * level + 1]
-                    n_ag += hs[0, 2 * level + 1]
-                    level -= 1
+                cut_bin = N_OTSU_BINS - 1
+                while above + hs[0, 2 * cut_bin] + hs[0, 2 * cut_bin + 1] < k:
+                    above += hs[0, 2 * cut_bin] + hs[0, 2 * cut_bin + 1]
+                    n_ag += hs[0, 2 * cut_bin + 1]
+                    cut_bin -= 1
                 m = 0
                 for p in range(n_pixels):
                     cand[m] = p
-                    m += (code[p] >> 1) == level
+                    m += (code[p] >> 1) == cut_bin
                 t, above_in, above_in_g, tied, tied_g = select(u, gb, cand, m, k - above, h)
                 above += above_in
                 n_ag += above_in_g
