@@ -37,9 +37,10 @@ memcopy on one line per case (the issue's target: at least 25 %).
 Figures, per case (2D and 3D):
 
 Our side is ``benchmark.metrics.compute``, labelled "JAX": the XLA kernel, except that on
-CPU with numba installed the region metrics (the threshold family) run on
-``metrics/fused.py`` (one compiled read of each map, the same bits); ``--xla-only`` keeps
-them on the XLA kernel, for an A/B in one command.
+CPU with numba installed the region metrics (the threshold family), ``auroc``,
+``rank_accuracy`` and ``pointing_game`` run on ``metrics/fused.py`` (one compiled read of
+each map, the same bits); ``--xla-only`` keeps them on the XLA kernel, for an A/B in one
+command.
 
 - ``JAX first call``: wall time of the first suite pass in this process, which includes
   tracing and XLA compilation; ``compile ~`` is first call minus the steady median.
@@ -429,7 +430,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--per-metric-3d", action="store_true", help="per-metric table in 3D too")
     ap.add_argument(
         "--xla-only", action="store_true",
-        help="score the region metrics with the XLA kernel, not metrics/fused.py (an A/B)",
+        help="score every metric with the XLA kernel, not metrics/fused.py (an A/B)",
     )  # fmt: skip
     args = ap.parse_args(argv)
     args.repeats = max(1, args.repeats)
@@ -443,7 +444,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{os.cpu_count()} CPUs ({platform.machine()})"
     )
     print(f"repeats {args.repeats}, chunk_size {args.chunk_size}, data seed {args.seed}; "
-          f"region metrics on {'metrics/fused.py' if fused.available() else 'the XLA kernel'}")
+          f"counting metrics on {'metrics/fused.py' if fused.available() else 'the XLA kernel'}")
 
     cases = [
         (label, n, shape)

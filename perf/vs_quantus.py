@@ -82,7 +82,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from metrics import make_data, timed  # noqa: E402  (perf/metrics.py)
 
-from benchmark.metrics import compute, topk_count  # noqa: E402
+from benchmark.metrics import compute, fused, topk_count  # noqa: E402
 
 TOLERANCE = 1e-4
 
@@ -147,7 +147,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=5, help="timed runs of ours (medians)")
     ap.add_argument("--quantus-repeats", type=int, default=3, help="timed runs of Quantus")
     ap.add_argument("--seed", type=int, default=0, help="seed of the synthetic data")
+    ap.add_argument("--xla-only", action="store_true",
+                    help="ours on the XLA kernel only, not metrics/fused.py (an A/B)")
     args = ap.parse_args(argv)  # fmt: skip
+    if args.xla_only:
+        fused.available = lambda: False  # type: ignore[method-assign]
 
     import quantus
 
@@ -167,7 +171,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{n} maps of {size}x{size} (S⁺ float32) + binary G; ours: median of {args.repeats}, "
         f"Quantus: median of {args.quantus_repeats} on {qn} maps"
         f"{' (times scaled by n / quantus-n: EXTRAPOLATED)' if qn < n else ''}, "
-        f"batch_size {args.quantus_batch}; top-K K = {k}\n",
+        f"batch_size {args.quantus_batch}; top-K K = {k}; ours counts on "
+        f"{'metrics/fused.py' if fused.available() else 'the XLA kernel'}\n",
         flush=True,
     )
 

@@ -18,7 +18,8 @@ BASES = ("precision", "irrelevant_fraction", "recall", "iou", "dice")
 
 
 def names_at(*thresholds: str) -> list[str]:
-    return [f"{m}@{t}" for t in thresholds for m in BASES]
+    """The region metrics at each threshold, and the routed metrics without one."""
+    return [f"{m}@{t}" for t in thresholds for m in BASES] + list(fused.COUNTED_METRICS)
 
 
 def both_paths(monkeypatch: pytest.MonkeyPatch, *args, **kwargs):  # type: ignore[no-untyped-def]
@@ -142,9 +143,11 @@ def test_mixed_names_keep_their_order_and_values(monkeypatch: pytest.MonkeyPatch
     rng = np.random.default_rng(2)
     sal = maps("relu", 9, (20, 20), rng)
     g = references(9, (20, 20), rng)
-    names = ["auroc", "iou@top15", "pointing_game", "recall@otsu", "iou@top15", "dice@0.3"]
+    names = ["auprc", "iou@top15", "pointing_game", "recall@otsu", "iou@top15", "dice@0.3",
+             "auroc"]
     fast, slow = both_paths(monkeypatch, sal, g, names, sign="abs")
-    assert list(fast) == ["auroc", "iou@top15", "pointing_game", "recall@otsu", "dice@0.3"]
+    assert list(fast) == ["auprc", "iou@top15", "pointing_game", "recall@otsu", "dice@0.3",
+                          "auroc"]
     assert_same_bits(fast, slow)
 
 
@@ -222,8 +225,26 @@ def test_not_routed_when_the_xla_kernel_must_run():
     assert fused.routed(sal, g, ["iou@0.5"]) == []  # resized first
     assert fused.routed(g, g, ["iou@tuned", "iou@0.5"]) == []  # named error first
     assert fused.routed(g, g, ["nope@0.5", "iou@0.5"]) == []
-    assert fused.routed(g, g, ["auroc", "cc"]) == []
-    assert fused.routed(g, g, ["auroc", "iou@0.5", "dice@otsu"]) == ["iou@0.5", "dice@otsu"]
+    assert fused.routed(g, g, ["auprc", "cc"]) == []
+    assert fused.routed(g, g, ["auroc", "cc"]) == ["auroc"]
+    assert fused.routed(g, g, ["pointing_game", "rank_accuracy"]) == [
+        "pointing_game", "rank_accuracy"]
+    # A tolerance reads hit regions: the XLA kernel's.
+    assert fused.routed(g, g, ["pointing_game", "rank_accuracy"], 2.0) == ["rank_accuracy"]
+    assert fused.routed(g, g, ["auprc", "iou@0.5", "auroc", "dice@otsu"]) == [
+        "iou@0.5", "auroc", "dice@otsu"]
+
+
+def test_pointing_game_with_a_tolerance_keeps_its_hit_regions(monkeypatch):
+    rng = np.random.default_rng(12)
+    sal = maps("quantised", 6, (15, 15), rng)
+    g = references(6, (15, 15), rng)
+    names = ["pointing_game", "rank_accuracy", "iou@top15"]
+    fast, slow = both_paths(monkeypatch, sal, g, names, pointing_tolerance_mm=3.0,
+                            spacing=(1.0, 1.5))  # fmt: skip
+    assert_same_bits(fast, slow)
+    plain = compute(sal, g, ["pointing_game"])["pointing_game"]
+    assert np.any(fast["pointing_game"] != plain)  # the tolerance was applied
 
 
 def test_empty_batch():

@@ -111,7 +111,7 @@ def compute(
     >>> compute(s, g, ["pointing_game", "precision@top25"])["pointing_game"]
     array([1.])
     """
-    fast = fused.routed(saliency, reference, metrics)
+    fast = fused.routed(saliency, reference, metrics, pointing_tolerance_mm)
     if fast:
         return _compute_routed(saliency, reference, metrics, fast, sign=sign, roi=roi,
                                seed=seed, chunk_size=chunk_size, spacing=spacing,

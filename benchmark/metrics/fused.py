@@ -1,30 +1,37 @@
-"""The threshold family on CPU: every attention region of a map from one read of it.
+"""Counting metrics on CPU: every region and count of a map from one read of it.
 
 ``compute`` scores the region metrics (precision, irrelevant_fraction, recall, iou and
-dice at fixed tau, top-K and Otsu) here when JAX runs on the CPU, numba is installed and
-the maps are already on the reference grid (:func:`routed`). Under XLA:CPU these took
-separate loops around host callbacks (sign, bounds, normalised map, Otsu's histogram,
-the top-K cut, then each count: about 5 % of the memory-copy bandwidth). Here one
-compiled function (:mod:`.fused_kernel`) reads each map and its G once from memory,
-keeps what it derives in the core's cache, and returns integer counts:
+dice at fixed tau, top-K and Otsu), ``auroc``, ``rank_accuracy`` and the pointing game
+(tolerance 0) here when JAX runs on the CPU, numba is installed and the maps are already
+on the reference grid (:func:`routed`); other names of the call go to the XLA kernel.
+Under XLA:CPU these took separate loops around host callbacks (sign, bounds, normalised
+map, Otsu's histogram, the top-K cut, then each count: about 5 % of the memory-copy
+bandwidth for the threshold family). Here one compiled function (:mod:`.fused_kernel`)
+reads each map and its G once from memory, keeps what it derives in the core's cache,
+and returns integer counts:
 
 1. one vectorised pass over S and G: the sign rule, the order keys of
    :func:`.threshold.order_keys` (whose unsigned order is S's, so S's bounds over Ω are
-   integer minima and maxima), G ∩ Ω as bytes, |G|, and the checks (S finite, G 0/1);
-2. per fixed tau, one pass over the keys' values: S̃ of
+   integer minima and maxima), G ∩ Ω as bytes, |G|, the counts above and at zero, and
+   the checks (S finite, G only 0/1);
+2. the maximal pixels and those in G (pointing game); per fixed tau, S̃ of
    :func:`.threshold.minmax_normalise` (the same float32 operations, XLA:CPU's flushed
-   subnormals included) and the counts |A|, |A ∩ G|;
-3. Otsu's bin of every pixel, then one pass of histograms: the 256 bins split by G (so
-   |A| and |A ∩ G| at any split are suffix sums) and the keys' top 11 bits;
-4. per top-K size k: the k-th largest key by radix selection (11 + 11 + 10 bits, the
-   later levels over the candidates only; the zeros of S⁺ counted directly), and,
-   when its tie group must be cut, its first pixels in the tie-break order of
-   :func:`.threshold.tiebreak_ranks`; then |A ∩ G|.
+   subnormals included) and |A|, |A ∩ G|;
+3. every pixel's Otsu bin of S̃, then one histogram of the 256 bins split by G (|A| and
+   |A ∩ G| at any split are suffix sums);
+4. per top-K size k (rank accuracy: k = |G|): S̃ is monotone in S, so the k-th largest
+   key lies in the bin where the histogram's counts from the top reach k; a radix
+   selection (11 + 11 + 10 bits) among that bin's pixels finds it (the zeros of S⁺ are
+   counted directly), and a tie group that must be cut is walked in the tie-break order
+   of :func:`.threshold.tiebreak_ranks`;
+5. for AUROC the kernel keeps the keys and numpy sorts each map
+   (:func:`.ranking.twice_u_of`: the exact integer 2U).
 
-The float tail stays in JAX (:func:`.threshold.otsu_split` on the histograms,
-:func:`.kernels.overlap_scores` on the counts), so every score has the bits of the XLA
-kernel's (tests/test_metrics_fused.py compares them over signs, ties, rois, subnormals
-and 3D). Other backends (GPUs) keep the XLA kernel.
+The float tails stay in JAX (:func:`.threshold.otsu_split`, :func:`.kernels.overlap_scores`,
+:func:`.kernels.auroc_score`, :func:`.kernels.rank_accuracy_score`,
+:func:`.kernels.pointing_score`), so every score has the bits of the XLA kernel's
+(tests/test_metrics_fused.py compares them over signs, ties, rois, subnormals, 3D and
+errors). Other backends (GPUs) keep the XLA kernel.
 """
 
 from __future__ import annotations
@@ -38,7 +45,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmark.metrics.kernels import overlap_scores
+from benchmark.metrics import ranking
+from benchmark.metrics.counting import RADIX
+from benchmark.metrics.kernels import (
+    auroc_score,
+    overlap_scores,
+    pointing_score,
+    rank_accuracy_score,
+)
 from benchmark.metrics.preprocess import SIGNS
 from benchmark.metrics.registry import ThresholdSpec, parse_metric
 from benchmark.metrics.threshold import N_OTSU_BINS, otsu_split, tiebreak_ranks, topk_count
@@ -61,8 +75,15 @@ def available() -> bool:
     return jax.default_backend() == "cpu" and importlib.util.find_spec("numba") is not None
 
 
+#: Metrics without a threshold scored here (the pointing game at tolerance 0 only).
+COUNTED_METRICS = ("auroc", "rank_accuracy", "pointing_game")
+
+
 def handles(base: str, kind: str | None) -> bool:
-    """Whether a metric ``base@<threshold of kind>`` is scored here."""
+    """Whether a metric ``base@<threshold of kind>`` (``base`` alone: kind None) is
+    scored here: the region metrics and :data:`COUNTED_METRICS`."""
+    if kind is None:
+        return base in COUNTED_METRICS
     return base in REGION_METRICS and kind in ("fixed", "top", "otsu")
 
 
@@ -75,27 +96,35 @@ class RegionCounts:
     finite, reference_ok : ndarray, shape (N,), bool
         Every pixel of S finite; G only 0/1. The counts of a map failing either are
         meaningless (the caller rejects the batch).
-    n_g : ndarray, shape (N,), int32
-        |G ∩ Ω|.
+    n_g, n_omega : ndarray, shape (N,), int32
+        |G ∩ Ω| and |Ω|.
     fixed : ndarray, shape (N, n_tau, 2), int32
         (|A|, |A ∩ G|) at each fixed tau.
     top : ndarray, shape (N, n_k, 2), int32
         (|A|, |A ∩ G|) of each top-K region.
     otsu : ndarray, shape (N, 256, 2), int32
         Per Otsu bin, the pixels of Ω outside G and inside G (zeros when not asked).
+    peak : ndarray, shape (N, 2), int32
+        |M| and |M ∩ G| of the maximal pixels M of Ω (zeros when not asked).
+    twice_u : ndarray, shape (N,), int64, or None
+        AUROC's ``2U`` (:func:`.ranking.positive_counts`) when asked.
     """
 
     finite: np.ndarray
     reference_ok: np.ndarray
     n_g: np.ndarray
+    n_omega: np.ndarray
     fixed: np.ndarray
     top: np.ndarray
     otsu: np.ndarray
+    peak: np.ndarray
+    twice_u: np.ndarray | None = None
 
 
 def region_counts(
     sal: np.ndarray, ref: np.ndarray, roi: np.ndarray | None, sign_code: int,
     taus: np.ndarray, ks: np.ndarray, tb_ranks: np.ndarray, otsu: bool,
+    auroc: bool = False, peak: bool = False,
 ) -> RegionCounts:
     """Count every attention region of N maps (two threads on two CPUs).
 
@@ -115,12 +144,24 @@ def region_counts(
         :func:`.threshold.tiebreak_ranks` (any (1,) array when ``n_k == 0``).
     otsu : bool
         Whether to fill the Otsu histograms.
+    auroc : bool, default False
+        Whether to compute AUROC's ``2U``: the kernel keeps every map's keys, then numpy
+        sorts them (:func:`.ranking.twice_u_of`; its SIMD sort beats a compiled one here).
+    peak : bool, default False
+        Whether to count the maximal pixels (the pointing game).
+
+    A top-K size of -1 in ``ks`` stands for |G ∩ Ω| of the map (rank accuracy).
     """
     from benchmark.metrics.fused_kernel import rows  # numba: loaded on first use
 
     n, n_pixels = sal.shape
     flags = np.zeros((n, 2), np.bool_)
     n_g = np.zeros(n, np.int32)
+    n_omega = np.zeros(n, np.int32)
+    keys = np.zeros((n, n_pixels) if auroc else (1, 1), np.uint32)
+    in_g = np.zeros((n, n_pixels) if auroc else (1, 1), np.uint8)
+    twice_u = np.zeros(n, np.int64) if auroc else None
+    peaks = np.zeros((n, 2), np.int32)
     fixed = np.zeros((n, len(taus), 2), np.int32)
     top = np.zeros((n, ks.shape[1], 2), np.int32)
     slots = np.zeros((n if otsu else 1, 2 * N_OTSU_BINS), np.int32)
@@ -136,11 +177,17 @@ def region_counts(
 
     def part(maps: range) -> None:
         rows(maps.start, maps.stop, sal_bits, ref, roi_arr, roi is not None, sign_code,
-             taus, ks, order, otsu, flags, n_g, fixed, top, slots)  # fmt: skip
+             taus, ks, order, otsu, auroc, peak, flags, n_g, n_omega, fixed, top, slots,
+             peaks, keys, in_g)  # fmt: skip
+        if twice_u is not None:
+            for i in maps:
+                if flags[i, 0] and flags[i, 1]:
+                    twice_u[i] = ranking.twice_u_of(keys[i], in_g[i].view(np.bool_))
 
     over_rows(part, n)
     hist = slots.reshape(-1, N_OTSU_BINS, 2) if otsu else np.zeros((n, N_OTSU_BINS, 2), np.int32)
-    return RegionCounts(flags[:, 0], flags[:, 1], n_g, fixed, top, hist)
+    return RegionCounts(flags[:, 0], flags[:, 1], n_g, n_omega, fixed, top, hist, peaks,
+                        twice_u)  # fmt: skip
 
 
 @jax.jit
@@ -181,20 +228,36 @@ def region_scores(
         return {name: np.zeros((0, len(regions)), np.float32) for name in REGION_METRICS}
     # Padded to a power of two: the tail compiles once per size class, not per batch.
     size = 1 << (n - 1).bit_length()
-    counts = RegionCounts(*(_padded(x, size) for x in (
-        counts.finite, counts.reference_ok, counts.n_g, counts.fixed, counts.top,
-        counts.otsu)))  # fmt: skip
+    fixed, top, otsu, n_g = (_padded(x, size) for x in (
+        counts.fixed, counts.top, counts.otsu, counts.n_g))  # fmt: skip
     cols = []
     for kind, slot in regions:
         if kind == "fixed":
-            cols.append(counts.fixed[:, slot])
+            cols.append(fixed[:, slot])
         elif kind == "top":
-            cols.append(counts.top[:, slot])
+            cols.append(top[:, slot])
         else:
-            cols.append(np.asarray(_otsu_counts(counts.otsu)))
+            cols.append(np.asarray(_otsu_counts(otsu)))
     both = np.stack(cols, axis=1)  # (N, R, 2)
-    out = _scores(counts.n_g, both[:, :, 0], both[:, :, 1])
+    out = _scores(n_g, both[:, :, 0], both[:, :, 1])
     return {name: np.asarray(v)[:n] for name, v in out.items()}
+
+
+@jax.jit
+def _auroc(digits: jax.Array, n1: jax.Array, n0: jax.Array) -> jax.Array:
+    return jax.vmap(auroc_score)(digits, n1, n0)
+
+
+def auroc_scores(counts: RegionCounts) -> np.ndarray:
+    """AUROC of each map from its ``2U`` (:func:`.kernels.auroc_score`), float64 (N,)."""
+    assert counts.twice_u is not None
+    n = counts.twice_u.shape[0]
+    size = 1 << max(n - 1, 0).bit_length()  # one compiled tail per size class
+    digits = np.stack([counts.twice_u // RADIX, counts.twice_u % RADIX], axis=-1)
+    n1 = counts.n_g
+    n0 = counts.n_omega - counts.n_g
+    values = _auroc(*(_padded(x.astype(np.int32), size) for x in (digits, n1, n0)))
+    return np.asarray(values)[:n].astype(np.float64)
 
 
 def _padded(x: np.ndarray, size: int) -> np.ndarray:
@@ -205,12 +268,14 @@ def _padded(x: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
-def routed(saliency: Array, reference: Array, metrics: Sequence[str]) -> list[str]:
+def routed(saliency: Array, reference: Array, metrics: Sequence[str],
+           pointing_tolerance_mm: float = 0.0) -> list[str]:  # fmt: skip
     """The names of ``metrics`` that :func:`compute` scores on this path (may be []).
 
     All or nothing on the inputs: JAX on the CPU with numba installed, maps already on
     the reference grid (no resize), and every name valid and resolved (an unknown or
-    ``@tuned`` name goes the usual way, which names the error first).
+    ``@tuned`` name goes the usual way, which names the error first). The pointing game
+    with a tolerance (hit regions) stays on the XLA kernel.
     """
     if isinstance(metrics, str):
         metrics = [metrics]
@@ -226,7 +291,9 @@ def routed(saliency: Array, reference: Array, metrics: Sequence[str]) -> list[st
             return []
         if thr is not None and thr.kind == "tuned":
             return []
-        if thr is not None and handles(spec.name, thr.kind):
+        if spec.name == "pointing_game" and pointing_tolerance_mm != 0:
+            continue
+        if handles(spec.name, None if thr is None else thr.kind):
             out.append(name)
     return out
 
@@ -239,7 +306,8 @@ def score(
 
     The caller has checked the options; here the arrays are checked (the same messages
     as the XLA path's; ``first_binary`` is the metric named when G is not 0/1), counted
-    (:func:`region_counts`) and scored (:func:`region_scores`).
+    (:func:`region_counts`) and scored (:func:`region_scores`, :func:`auroc_scores`,
+    the rank accuracy and pointing game tails).
     """
     sal = host_array(saliency, np.float32)
     ref = host_array(reference, None)
@@ -258,7 +326,8 @@ def score(
     columns: dict[str, tuple[str, ThresholdSpec]] = {}
     for name in names:
         spec, thr = parse_metric(name)
-        assert thr is not None
+        if thr is None:  # COUNTED_METRICS
+            continue
         if thr not in regions:
             if thr.kind == "fixed":
                 regions[thr] = ("fixed", len(taus))
@@ -276,18 +345,43 @@ def score(
         n_omega = np.full(n, n_pixels, np.int64)
     else:
         n_omega = np.count_nonzero(roi_flat, axis=1)
-    ks = np.array([[topk_count(p, int(m)) for p in percents] for m in n_omega], np.int32)
-    tb = tiebreak_ranks(int(seed), n_pixels) if percents else np.zeros(1, np.int32)
+    rank = "rank_accuracy" in names
+    # The top-|G| region of rank accuracy is one more top-K column, k = -1: |G ∩ Ω|,
+    # which the kernel counts first.
+    ks = np.array([[topk_count(p, int(m)) for p in percents] + [-1] * rank for m in n_omega],
+                  np.int32).reshape(n, len(percents) + rank)  # fmt: skip
+    tb = tiebreak_ranks(int(seed), n_pixels) if ks.shape[1] else np.zeros(1, np.int32)
     counts = region_counts(
         sal.reshape(n, n_pixels), ref_flat.reshape(n, n_pixels), roi_flat,
-        SIGNS.index(sign), np.array(taus, np.float32), ks.reshape(n, len(percents)), tb,
-        any(kind == "otsu" for kind, _ in regions.values()),
+        SIGNS.index(sign), np.array(taus, np.float32), ks, tb,
+        any(kind == "otsu" for kind, _ in regions.values()), auroc="auroc" in names,
+        peak="pointing_game" in names,
     )
     bad = np.flatnonzero(~counts.reference_ok)
     if bad.size:
         raise ValueError(binary_reference_message(first_binary, int(bad[0])))
     raise_non_finite(counts.finite)
     order = list(regions)
-    scores = region_scores(counts, list(regions.values()))
-    return {name: scores[base][:, order.index(thr)].astype(np.float64)
-            for name, (base, thr) in columns.items()}
+    scores = region_scores(counts, list(regions.values())) if regions else {}
+    out = {name: scores[base][:, order.index(thr)].astype(np.float64)
+           for name, (base, thr) in columns.items()}
+    if "auroc" in names:
+        out["auroc"] = auroc_scores(counts)
+    if rank or "pointing_game" in names:
+        size = 1 << max(n - 1, 0).bit_length()  # one compiled tail per size class
+        top_g = counts.top[:, -1, 1] if rank else np.zeros(n, np.int32)
+        rank_g, m, m_g, n_g = (_padded(x, size) for x in (
+            top_g, counts.peak[:, 0], counts.peak[:, 1], counts.n_g))
+        tails = _counted_tails(rank_g, m, m_g, n_g)
+        if rank:
+            out["rank_accuracy"] = np.asarray(tails[0])[:n].astype(np.float64)
+        if "pointing_game" in names:
+            out["pointing_game"] = np.asarray(tails[1])[:n].astype(np.float64)
+    return {name: out[name] for name in names}
+
+
+@jax.jit
+def _counted_tails(rank_g: jax.Array, n_m: jax.Array, n_mg: jax.Array, n_g: jax.Array
+                   ) -> tuple[jax.Array, jax.Array]:  # fmt: skip
+    return (jax.vmap(rank_accuracy_score)(rank_g, n_g),
+            jax.vmap(pointing_score)(n_mg, n_m, n_g))

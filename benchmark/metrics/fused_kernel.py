@@ -95,14 +95,16 @@ def select(u: Any, gb: Any, cand: Any, m: int, k: int, h: Any) -> Any:
 
 @njit
 def rows(start: int, stop: int, sal_bits: Any, ref: Any, roi: Any, has_roi: bool,
-         sign_code: int, taus: Any, ks: Any, order: Any, otsu: bool,
-         flags: Any, n_g: Any, fixed: Any, top: Any, slots: Any) -> None:  # fmt: skip
-    """Maps ``start:stop``: see :func:`region_counts` for the arrays."""
+         sign_code: int, taus: Any, ks: Any, order: Any, otsu: bool, keep_keys: bool,
+         want_peak: bool, flags: Any, n_g: Any, n_omega: Any, fixed: Any, top: Any,
+         slots: Any, peak: Any, keys: Any, in_g: Any) -> None:  # fmt: skip
+    """Maps ``start:stop``: see :func:`.fused.region_counts` for the arrays (``keys`` and
+    ``in_g`` receive each map's order keys and G ∩ Ω when ``keep_keys``)."""
     n_pixels = sal_bits.shape[1]
-    u = np.empty(n_pixels, np.uint32)  # order keys, 0 outside Ω
+    u_own = np.empty(n_pixels, np.uint32)  # order keys, 0 outside Ω
     sb = np.empty(n_pixels, np.uint32)  # bits of the sign-transformed S
     sf = sb.view(np.float32)
-    gb = np.empty(n_pixels, np.uint8)  # G ∩ Ω
+    gb_own = np.empty(n_pixels, np.uint8)  # G ∩ Ω
     cand = np.empty(n_pixels, np.int32)
     code = np.empty(n_pixels, np.int32)  # Otsu slots
     hs = np.zeros((4, _OUTSIDE + 1), np.int32)
@@ -112,6 +114,8 @@ def rows(start: int, stop: int, sal_bits: Any, ref: Any, roi: Any, has_roi: bool
     for i in range(start, stop):
         s_row = sal_bits[i]
         g_row = ref[i]
+        u = keys[i] if keep_keys else u_own
+        gb = in_g[i] if keep_keys else gb_own
         # Pass 1: keys, G as bytes, bounds (integer min / max of the keys), checks.
         bad_s = 0
         bad_g = 0
@@ -159,12 +163,22 @@ def rows(start: int, stop: int, sal_bits: Any, ref: Any, roi: Any, has_roi: bool
         flags[i, 0] = bad_s == 0
         flags[i, 1] = bad_g == 0
         n_g[i] = count_g
+        n_omega[i] = count_omega
         if bad_s or bad_g:
             continue  # rejected by the caller; nothing below may index by its values
         lo = value_of(k_lo, one) if count_omega else np.float32(np.inf)
         hi = value_of(k_hi, one) if count_omega else np.float32(-np.inf)
         span = flushed(np.float32(hi - lo))
         exact = n_tiny > 0
+        if want_peak:  # the pointing game: the maximal pixels of Ω, and those in G
+            n_m = 0
+            n_mg = 0
+            for p in range(n_pixels):
+                at_peak = (u[p] == k_hi) & (u[p] != 0)
+                n_m += at_peak
+                n_mg += at_peak & (gb[p] != 0)
+            peak[i, 0] = n_m
+            peak[i, 1] = n_mg
         # Pass 2: S̃ (as minmax_normalise), counts at each fixed tau.
         for j in range(taus.shape[0]):
             tau = taus[j]
@@ -206,7 +220,7 @@ def rows(start: int, stop: int, sal_bits: Any, ref: Any, roi: Any, has_roi: bool
             for q in range(_OUTSIDE):
                 slots[i, q] = hs[0, q]
         for j in range(n_top):
-            k = ks[i, j]
+            k = ks[i, j] if ks[i, j] >= 0 else count_g  # -1: the top-|G| (rank accuracy)
             if k < 1:
                 top[i, j, 0] = 0
                 top[i, j, 1] = 0

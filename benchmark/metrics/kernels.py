@@ -96,7 +96,12 @@ def pointing_game(
         peak = jnp.max(jnp.where(roi, s, -jnp.inf))
     m = roi & (s == peak)
     h = g if hit is None else hit
-    return jnp.where(count(g) > 0, _ratio(count(m & h), count(m)), NAN)
+    return pointing_score(count(m & h), count(m), count(g))
+
+
+def pointing_score(n_mh: jax.Array, n_m: jax.Array, n_g: jax.Array) -> jax.Array:
+    """The pointing game from |M ∩ H|, |M| and |G| (int32): NaN when G is empty."""
+    return jnp.where(n_g > 0, _ratio(n_mh, n_m), NAN)
 
 
 def mass_accuracy(s: jax.Array, g: jax.Array, roi: jax.Array) -> jax.Array:
@@ -112,8 +117,12 @@ def rank_accuracy(top_g: jax.Array, g: jax.Array) -> jax.Array:
     ``top_g`` is the top-|G| region, :func:`~benchmark.metrics.threshold.topk_region`
     with ``k = |G|`` (G ⊆ Ω, so K <= |Ω| and the region lies in Ω). NaN when G is empty.
     """
-    n_g = count(g)
-    return _ratio(count(g & top_g), n_g)
+    return rank_accuracy_score(count(g & top_g), count(g))
+
+
+def rank_accuracy_score(n_top_g: jax.Array, n_g: jax.Array) -> jax.Array:
+    """Rank accuracy from |top-|G| ∩ G| and |G| (int32): NaN when G is empty."""
+    return _ratio(n_top_g, n_g)
 
 
 #: The :func:`~benchmark.metrics.ranking.positive_counts` each metric reads.
@@ -144,11 +153,17 @@ def auroc(
     n1, n0 = count(g), count(b)
     c = positive_counts(order_keys(s, roi), g, COUNTS_READ["auroc"]) if counts is None else counts
     assert c.twice_u is not None
+    return auroc_score(c.twice_u, n1, n0)
+
+
+def auroc_score(twice_u: jax.Array, n1: jax.Array, n0: jax.Array) -> jax.Array:
+    """AUROC from ``2U`` as two base-2**24 int32 digits ``(hi, lo)`` (shape (2,)) and the
+    int32 sizes of G and B (see :func:`auroc`, Notes); NaN when either is empty."""
     # hi * 2**24 is exact, so a fused multiply-add rounds the same as the sum.
-    hi, lo = c.twice_u[0].astype(jnp.float32), c.twice_u[1].astype(jnp.float32)
-    twice_u = hi * jnp.float32(RADIX) + lo
+    hi, lo = twice_u[0].astype(jnp.float32), twice_u[1].astype(jnp.float32)
+    total = hi * jnp.float32(RADIX) + lo
     den = 2.0 * (jnp.maximum(n1, 1).astype(jnp.float32) * jnp.maximum(n0, 1).astype(jnp.float32))
-    return jnp.where((n1 > 0) & (n0 > 0), twice_u / den, NAN)
+    return jnp.where((n1 > 0) & (n0 > 0), total / den, NAN)
 
 
 def auprc(

@@ -243,7 +243,7 @@ def xla_positive_counts(
     return tuple(out[name] for name in fields)
 
 
-def _twice_u(keys: np.ndarray, pos_mask: np.ndarray) -> int:
+def twice_u_of(keys: np.ndarray, pos_mask: np.ndarray) -> int:
     """``twice_u`` of one map (keys ``(P,)`` uint32, G ``(P,)`` bool), exact.
 
     From one sort of all the keys and the sorted keys of G, without B's own keys:
@@ -273,7 +273,7 @@ def _numpy_positive_counts(
 ) -> tuple[np.ndarray, ...]:
     """:func:`positive_counts` in numpy over the last axis of ``(..., P)`` arrays.
 
-    ``twice_u`` alone: :func:`_twice_u` per map. With the per-pixel counts: the keys of
+    ``twice_u`` alone: :func:`twice_u_of` per map. With the per-pixel counts: the keys of
     B sorted alone (uint32, no index), the keys of G sorted with their flat index
     (``key << 32 | index``, uint64), then binary searches of the sorted G keys in the
     sorted B keys and the first position of each run of equal G keys. G is usually the
@@ -292,7 +292,7 @@ def _numpy_positive_counts(
         for i in rows:
             keys, pos_mask = flat_u[i], flat_g[i]
             if not out:
-                twice_u[i] = _twice_u(keys, pos_mask)
+                twice_u[i] = twice_u_of(keys, pos_mask)
                 continue
             in_g = np.flatnonzero(pos_mask)
             packed = (keys[in_g].astype(np.uint64) << np.uint64(32)) | in_g.astype(np.uint64)
