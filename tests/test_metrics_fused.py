@@ -251,3 +251,33 @@ def test_empty_batch():
     out = compute(np.zeros((0, 5, 5), np.float32), np.zeros((0, 5, 5), np.float32),
                   names_at("top15", "0.5", "otsu"))  # fmt: skip
     assert all(v.shape == (0,) and v.dtype == np.float64 for v in out.values())
+
+
+def test_a_kernel_that_cannot_load_falls_back_with_a_warning(monkeypatch: pytest.MonkeyPatch):
+    """numba refuses ``cache=True`` when no cache folder is writable: the XLA kernel
+    scores instead, the same values, and a warning names the cause."""
+    import importlib
+
+    rng = np.random.default_rng(6)
+    sal = maps("relu", 4, (10, 10), rng)
+    g = references(4, (10, 10), rng)
+    names = names_at("top15", "otsu")
+    expected = compute(sal, g, names)
+    real = importlib.import_module
+
+    def refuse(name: str, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if name == "benchmark.metrics.fused_kernel":
+            raise RuntimeError("cannot cache function 'rows': no locator available")
+        return real(name, *args, **kwargs)
+
+    fused._kernel_loads.cache_clear()
+    monkeypatch.setattr(importlib, "import_module", refuse)
+    try:
+        with pytest.warns(RuntimeWarning, match="no locator available.*NUMBA_CACHE_DIR"):
+            assert not fused.available()
+        assert fused.routed(sal, g, names) == []
+        assert_same_bits(compute(sal, g, names), expected)
+    finally:
+        monkeypatch.undo()
+        fused._kernel_loads.cache_clear()
+    assert fused.available()

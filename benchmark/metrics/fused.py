@@ -38,8 +38,10 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import jax
 import jax.numpy as jnp
@@ -71,8 +73,29 @@ REGION_METRICS = ("precision", "irrelevant_fraction", "recall", "iou", "dice")
 
 
 def available() -> bool:
-    """Whether this path can run: JAX on the CPU and numba importable."""
-    return jax.default_backend() == "cpu" and importlib.util.find_spec("numba") is not None
+    """Whether this path can run: JAX on the CPU and the numba kernel loadable."""
+    return jax.default_backend() == "cpu" and _kernel_loads()
+
+
+@lru_cache(maxsize=1)
+def _kernel_loads() -> bool:
+    """Whether :mod:`.fused_kernel` imports (numba installed, and a folder for its
+    compile cache: beside the package, ``$NUMBA_CACHE_DIR`` or numba's user cache; with
+    none writable numba refuses ``cache=True``). Otherwise every metric stays on the XLA
+    kernel, with a warning naming the cause."""
+    if importlib.util.find_spec("numba") is None:
+        return False
+    try:
+        importlib.import_module("benchmark.metrics.fused_kernel")
+    except Exception as exc:  # numba's own errors (no cache folder, an unsupported CPU)
+        warnings.warn(
+            f"the compiled CPU kernel of the counting metrics is unavailable ({exc}); "
+            "scoring on the XLA kernel instead (same values, slower). Set "
+            "NUMBA_CACHE_DIR to a writable folder if the cause is numba's cache.",
+            RuntimeWarning, stacklevel=3,
+        )
+        return False
+    return True
 
 
 #: Metrics without a threshold scored here (the pointing game at tolerance 0 only).
