@@ -181,6 +181,7 @@ def run_threads(
     pool = [threading.Thread(target=work, args=(c,), name=f"bench-explain-{i}", daemon=True)
             for i, c in enumerate(copies)]
     started: list[threading.Thread] = []
+    failed = False
     try:
         for t in pool:
             t.start()
@@ -195,22 +196,22 @@ def run_threads(
             else:
                 done(*item)
     except BaseException:  # a failed shard, Ctrl-C: the others stop at their next batch
-        stop.set()
-        for t in started:
-            t.join()
-        # Shards finished meanwhile are kept (as one thread would have), so that --resume
-        # does not compute them again; an error saving them must not hide the first one.
-        with contextlib.suppress(Exception):
-            while True:
-                item = results.get_nowait()
-                if isinstance(item, tuple):
-                    done(*item)
+        failed = True
         raise
     finally:
         stop.set()
         try:
             for t in started:
                 t.join()
+            if failed:
+                # Shards finished meanwhile are kept (as one thread would have), so that
+                # --resume does not compute them again; an error saving them must not
+                # hide the first one.
+                with contextlib.suppress(Exception):
+                    while True:
+                        item = results.get_nowait()
+                        if isinstance(item, tuple):
+                            done(*item)
         finally:
             torch.set_num_threads(threads_before)
 

@@ -13,11 +13,11 @@ import numpy as np
 
 from benchmark.metrics import fused
 from benchmark.metrics.distance import tolerance_hits
-from benchmark.metrics.plan import Plan, Region, chunk_kernel
+from benchmark.metrics.plan import Plan, chunk_kernel, region_slots, topk_sizes
 from benchmark.metrics.preprocess import SIGNS
-from benchmark.metrics.registry import ThresholdSpec, parse_metric
+from benchmark.metrics.registry import parse_metric
 from benchmark.metrics.similarity import SSIM_WIN, ssim_fits
-from benchmark.metrics.threshold import tiebreak_ranks, topk_count
+from benchmark.metrics.threshold import tiebreak_ranks
 from benchmark.metrics.validate import (
     Array,
     aligned_empty,
@@ -403,31 +403,16 @@ def _compute_iv(
             f"reference grid is {spatial}; drop ssim for such small images"
         )
 
-    regions: dict[ThresholdSpec, Region] = {}
-    taus: list[float] = []
-    percents: list[float] = []
-    entries: list[tuple[str, int]] = []
-    for spec, thr in parsed:
-        if thr is None:
-            entries.append((spec.name, -1))
-            continue
-        if thr not in regions:
-            if thr.kind == "fixed":
-                regions[thr] = Region("fixed", len(taus))
-                taus.append(float(thr.value or 0.0))
-            elif thr.kind == "top":
-                regions[thr] = Region("top", len(percents))
-                percents.append(float(thr.value or 0.0))
-            else:
-                regions[thr] = Region("otsu")
-        entries.append((spec.name, list(regions).index(thr)))
+    regions, taus, percents = region_slots([thr for _, thr in parsed if thr is not None])
+    order = list(regions)
+    entries = [(spec.name, -1 if thr is None else order.index(thr)) for spec, thr in parsed]
 
     n_images, n_pixels = sal.shape[0], math.prod(spatial)
     if roi_arr is None:
         n_omega = np.full(n_images, n_pixels, np.int64)
     else:
         n_omega = np.asarray(jnp.sum(roi_arr.reshape(-1, n_pixels), axis=1, dtype=jnp.int32))
-    ks = np.array([[topk_count(p, int(n)) for p in percents] for n in n_omega], np.int32)
+    ks = topk_sizes(percents, n_omega)
     # The hit regions only exist when they differ from G: tolerance 0 keeps the plan
     # (and the compiled kernel) of a call without the option.
     with_hits = tolerance > 0 and "pointing_game" in [name for name, _ in entries]
@@ -450,7 +435,7 @@ def _compute_iv(
         reference=ref,
         roi=np.zeros((n_images, 1), bool) if roi_arr is None else roi_arr,
         hit=hit,
-        ks=ks.reshape(n_images, len(percents)),
+        ks=ks,
         taus=jnp.asarray(np.array(taus, np.float32)),
         keys=jnp.asarray(keys),
         sign_code=jnp.int32(SIGNS.index(sign)),

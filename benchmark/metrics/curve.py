@@ -20,7 +20,7 @@ import numpy as np
 
 from benchmark.metrics.compute import chunk_length, chunks, image_blocks
 from benchmark.metrics.counting import count
-from benchmark.metrics.kernels import overlap_scores
+from benchmark.metrics.kernels import REGION_METRICS, overlap_scores
 from benchmark.metrics.preprocess import SIGNS, apply_sign, resize_to
 from benchmark.metrics.registry import METRICS
 from benchmark.metrics.threshold import minmax_normalise
@@ -32,7 +32,6 @@ from benchmark.metrics.validate import (
     standard_arrays,
 )
 
-REGION_METRICS = ("precision", "irrelevant_fraction", "recall", "iou", "dice")
 #: tau = 0.05, 0.10, ..., 0.95 (rounded, so each prints back as itself: ``iou@0.35``).
 DEFAULT_GRID = np.round(np.arange(0.05, 1.0, 0.05), 2)
 

@@ -50,14 +50,16 @@ import numpy as np
 from benchmark.metrics import ranking
 from benchmark.metrics.counting import RADIX
 from benchmark.metrics.kernels import (
+    REGION_METRICS,
     auroc_score,
     overlap_scores,
     pointing_score,
     rank_accuracy_score,
 )
+from benchmark.metrics.plan import Region, region_slots, topk_sizes
 from benchmark.metrics.preprocess import SIGNS
-from benchmark.metrics.registry import ThresholdSpec, parse_metric
-from benchmark.metrics.threshold import N_OTSU_BINS, otsu_split, tiebreak_ranks, topk_count
+from benchmark.metrics.registry import parse_metric
+from benchmark.metrics.threshold import N_OTSU_BINS, otsu_split, tiebreak_ranks
 from benchmark.metrics.validate import (
     Array,
     binary_reference_message,
@@ -67,9 +69,6 @@ from benchmark.metrics.validate import (
     raise_non_finite,
 )
 from benchmark.threads import over_rows
-
-#: Base names of the metrics scored from an attention region's counts.
-REGION_METRICS = ("precision", "irrelevant_fraction", "recall", "iou", "dice")
 
 
 def available() -> bool:
@@ -231,16 +230,14 @@ def _scores(n_g: jax.Array, n_a: jax.Array, n_ag: jax.Array) -> dict[str, jax.Ar
     return {name: jnp.stack([c[name] for c in cols], axis=1) for name in cols[0]}
 
 
-def region_scores(
-    counts: RegionCounts, regions: list[tuple[str, int]],
-) -> dict[str, np.ndarray]:
+def region_scores(counts: RegionCounts, regions: Sequence[Region]) -> dict[str, np.ndarray]:
     """The five region metrics of each region (:func:`.kernels.overlap_scores`).
 
     Parameters
     ----------
     counts : RegionCounts
-    regions : list of (kind, slot)
-        ``("fixed", j)``, ``("top", j)`` or ``("otsu", -1)``, in output order.
+    regions : sequence of Region
+        In output order (:func:`.plan.region_slots`).
 
     Returns
     -------
@@ -249,16 +246,13 @@ def region_scores(
     n = counts.n_g.shape[0]
     if n == 0:
         return {name: np.zeros((0, len(regions)), np.float32) for name in REGION_METRICS}
-    # Padded to a power of two: the tail compiles once per size class, not per batch.
-    size = 1 << (n - 1).bit_length()
-    fixed, top, otsu, n_g = (_padded(x, size) for x in (
-        counts.fixed, counts.top, counts.otsu, counts.n_g))  # fmt: skip
+    fixed, top, otsu, n_g = _size_class(counts.fixed, counts.top, counts.otsu, counts.n_g)
     cols = []
-    for kind, slot in regions:
-        if kind == "fixed":
-            cols.append(fixed[:, slot])
-        elif kind == "top":
-            cols.append(top[:, slot])
+    for region in regions:
+        if region.kind == "fixed":
+            cols.append(fixed[:, region.slot])
+        elif region.kind == "top":
+            cols.append(top[:, region.slot])
         else:
             cols.append(np.asarray(_otsu_counts(otsu)))
     both = np.stack(cols, axis=1)  # (N, R, 2)
@@ -275,19 +269,22 @@ def auroc_scores(counts: RegionCounts) -> np.ndarray:
     """AUROC of each map from its ``2U`` (:func:`.kernels.auroc_score`), float64 (N,)."""
     assert counts.twice_u is not None
     n = counts.twice_u.shape[0]
-    size = 1 << max(n - 1, 0).bit_length()  # one compiled tail per size class
     digits = np.stack([counts.twice_u // RADIX, counts.twice_u % RADIX], axis=-1)
-    n1 = counts.n_g
-    n0 = counts.n_omega - counts.n_g
-    values = _auroc(*(_padded(x.astype(np.int32), size) for x in (digits, n1, n0)))
+    values = _auroc(*_size_class(digits.astype(np.int32), counts.n_g,
+                                 counts.n_omega - counts.n_g))  # fmt: skip
     return np.asarray(values)[:n].astype(np.float64)
 
 
-def _padded(x: np.ndarray, size: int) -> np.ndarray:
-    if x.shape[0] >= size:
-        return x
-    out = np.zeros((size, *x.shape[1:]), x.dtype)
-    out[: x.shape[0]] = x
+def _size_class(*arrays: np.ndarray) -> list[np.ndarray]:
+    """``arrays`` (same length N on axis 0) padded with zeros to the next power of two:
+    a jitted tail compiles once per size class, not once per batch length."""
+    n = arrays[0].shape[0]
+    size = 1 << (max(n, 1) - 1).bit_length()
+    out = []
+    for x in arrays:
+        padded = np.zeros((size, *x.shape[1:]), x.dtype)
+        padded[:n] = x
+        out.append(padded)
     return out
 
 
@@ -343,24 +340,10 @@ def score(
     if ref_flat.dtype not in (np.uint8, np.float32):
         ref_flat = ref_flat.astype(np.float32)
 
-    regions: dict[ThresholdSpec, tuple[str, int]] = {}
-    taus: list[float] = []
-    percents: list[float] = []
-    columns: dict[str, tuple[str, ThresholdSpec]] = {}
-    for name in names:
-        spec, thr = parse_metric(name)
-        if thr is None:  # COUNTED_METRICS
-            continue
-        if thr not in regions:
-            if thr.kind == "fixed":
-                regions[thr] = ("fixed", len(taus))
-                taus.append(float(thr.value or 0.0))
-            elif thr.kind == "top":
-                regions[thr] = ("top", len(percents))
-                percents.append(float(thr.value or 0.0))
-            else:
-                regions[thr] = ("otsu", -1)
-        columns[name] = (spec.name, thr)
+    # Region metrics: (base name, threshold); COUNTED_METRICS have none.
+    columns = {name: (spec.name, thr) for name in names
+               for spec, thr in [parse_metric(name)] if thr is not None}  # fmt: skip
+    regions, taus, percents = region_slots([thr for _, thr in columns.values()])
     if n == 0:
         return {name: np.zeros(0, np.float64) for name in names}
 
@@ -371,13 +354,12 @@ def score(
     rank = "rank_accuracy" in names
     # The top-|G| region of rank accuracy is one more top-K column, k = -1: |G ∩ Ω|,
     # which the kernel counts first.
-    ks = np.array([[topk_count(p, int(m)) for p in percents] + [-1] * rank for m in n_omega],
-                  np.int32).reshape(n, len(percents) + rank)  # fmt: skip
+    ks = np.hstack([topk_sizes(percents, n_omega), np.full((n, int(rank)), -1, np.int32)])
     tb = tiebreak_ranks(int(seed), n_pixels) if ks.shape[1] else np.zeros(1, np.int32)
     counts = region_counts(
         sal.reshape(n, n_pixels), ref_flat.reshape(n, n_pixels), roi_flat,
         SIGNS.index(sign), np.array(taus, np.float32), ks, tb,
-        any(kind == "otsu" for kind, _ in regions.values()), auroc="auroc" in names,
+        any(r.kind == "otsu" for r in regions.values()), auroc="auroc" in names,
         peak="pointing_game" in names,
     )
     bad = np.flatnonzero(~counts.reference_ok)
@@ -391,11 +373,9 @@ def score(
     if "auroc" in names:
         out["auroc"] = auroc_scores(counts)
     if rank or "pointing_game" in names:
-        size = 1 << max(n - 1, 0).bit_length()  # one compiled tail per size class
         top_g = counts.top[:, -1, 1] if rank else np.zeros(n, np.int32)
-        rank_g, m, m_g, n_g = (_padded(x, size) for x in (
-            top_g, counts.peak[:, 0], counts.peak[:, 1], counts.n_g))
-        tails = _counted_tails(rank_g, m, m_g, n_g)
+        tails = _counted_tails(*_size_class(top_g, counts.peak[:, 0], counts.peak[:, 1],
+                                            counts.n_g))  # fmt: skip
         if rank:
             out["rank_accuracy"] = np.asarray(tails[0])[:n].astype(np.float64)
         if "pointing_game" in names:

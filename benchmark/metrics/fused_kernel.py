@@ -18,7 +18,6 @@ _OUTSIDE = 2 * N_OTSU_BINS
 njit = numba.njit(nogil=True, cache=True, boundscheck=False)
 
 
-
 @njit
 def value_of(key: Any, scratch: Any) -> Any:
     """The float32 whose order key is ``key`` (scratch: a uint32 array of 1)."""
@@ -30,7 +29,7 @@ def value_of(key: Any, scratch: Any) -> Any:
 #: Biased exponent bits of 2**-100 (27 << 23): below it, S - min S may be subnormal.
 _TINY_EXPONENT = np.uint32(27 << 23)
 #: The smallest normal float32: XLA:CPU flushes anything smaller in magnitude to zero.
-FLT_MIN = np.float32(1.1754943508222875e-38)
+FLT_MIN = np.finfo(np.float32).tiny
 
 
 @njit

@@ -19,6 +19,8 @@ from benchmark.metrics.ranking import PositiveCounts, positive_counts
 from benchmark.metrics.threshold import order_keys
 
 NAN = jnp.float32(jnp.nan)
+#: The metrics :func:`overlap_scores` returns, each scored on an attention region.
+REGION_METRICS = ("precision", "irrelevant_fraction", "recall", "iou", "dice")
 
 
 def tree_sum(x: jax.Array, block: int = 64) -> jax.Array:

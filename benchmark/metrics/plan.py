@@ -9,20 +9,23 @@ compiles once per chunk length.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from benchmark.metrics import distance, graded, kernels, ranking, similarity
 from benchmark.metrics.counting import count
 from benchmark.metrics.preprocess import apply_sign, resize_to, signed_bounds
+from benchmark.metrics.registry import ThresholdSpec
 from benchmark.metrics.threshold import (
     minmax_normalise,
     order_keys,
     otsu_threshold,
+    topk_count,
     topk_region,
 )
 
@@ -43,6 +46,47 @@ class Region:
 
     kind: str
     slot: int = -1
+
+
+def region_slots(
+    thresholds: Sequence[ThresholdSpec],
+) -> tuple[dict[ThresholdSpec, Region], list[float], list[float]]:
+    """One :class:`Region` per distinct threshold rule, in first-seen order, with the
+    fixed taus and top-K percentages their slots index.
+
+    Parameters
+    ----------
+    thresholds : sequence of ThresholdSpec
+        Resolved rules (kind "fixed", "top" or "otsu"), repeats allowed.
+
+    Returns
+    -------
+    regions : dict of ThresholdSpec to Region
+    taus, percents : list of float
+        ``Region("fixed", j)`` reads ``taus[j]``, ``Region("top", j)`` ``percents[j]``.
+    """
+    regions: dict[ThresholdSpec, Region] = {}
+    taus: list[float] = []
+    percents: list[float] = []
+    for thr in thresholds:
+        if thr in regions:
+            continue
+        if thr.kind == "fixed":
+            regions[thr] = Region("fixed", len(taus))
+            taus.append(float(thr.value or 0.0))
+        elif thr.kind == "top":
+            regions[thr] = Region("top", len(percents))
+            percents.append(float(thr.value or 0.0))
+        else:
+            regions[thr] = Region("otsu")
+    return regions, taus, percents
+
+
+def topk_sizes(percents: Sequence[float], n_omega: np.ndarray) -> np.ndarray:
+    """(N, len(percents)) int32: :func:`.threshold.topk_count` of each percentage for each
+    image's |Ω| (``n_omega``, shape (N,))."""
+    return np.array([[topk_count(p, int(n)) for p in percents] for n in n_omega],
+                    np.int32).reshape(len(n_omega), len(percents))  # fmt: skip
 
 
 @dataclass(frozen=True)

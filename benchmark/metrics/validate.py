@@ -26,7 +26,7 @@ Array = Any  # numpy.ndarray | jax.Array | torch.Tensor
 
 def to_jax(x: Array, dtype: Any) -> jax.Array:
     """numpy / torch / JAX -> JAX array of ``dtype``; torch goes through DLPack or numpy."""
-    if type(x).__module__.split(".")[0] == "torch":
+    if _is_torch(x):
         x = x.detach()
         if x.device.type != "cpu":
             try:  # zero-copy onto an accelerator JAX can see
@@ -37,6 +37,11 @@ def to_jax(x: Array, dtype: Any) -> jax.Array:
     if isinstance(x, jax.Array):
         return x.astype(dtype)
     return jax.device_put(aligned(x, dtype))
+
+
+def _is_torch(x: Array) -> bool:
+    # By module name: importing torch to test isinstance would load it for numpy input.
+    return type(x).__module__.split(".")[0] == "torch"
 
 
 # XLA:CPU wraps a C-contiguous host buffer aligned to this many bytes without a copy.
@@ -284,7 +289,7 @@ def host_array(x: Array, dtype: Any) -> np.ndarray:
     """numpy / torch / JAX -> a C-contiguous numpy array in host memory, converted to
     ``dtype`` as :func:`to_jax` would (None keeps the dtype); no copy when it already is
     one."""
-    if type(x).__module__.split(".")[0] == "torch":
+    if _is_torch(x):
         x = x.detach().cpu().numpy()
     return np.ascontiguousarray(np.asarray(x) if dtype is None else np.asarray(x, dtype))
 
